@@ -1,0 +1,97 @@
+//! Every limit the engine enforces, in one place.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The engine's configuration. Every buffer has a bound and every wait a timeout, and each of them
+/// is a field here; the driver fills it from flags or a config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// How many secondaries each session fans out to (backends `1..=secondaries`).
+    pub secondaries: u16,
+    /// Open client connections at most; above it the engine pauses accepting.
+    pub max_connections: usize,
+    /// Bytes written to a socket but not yet flushed above which the engine pauses the reader
+    /// feeding it (the client for the primary, the primary for the client).
+    pub high_water: u64,
+    /// Unflushed bytes at or below which a paused reader resumes. Less than `high_water`.
+    pub low_water: u64,
+    /// Unflushed bytes a secondary may hold before it is detached (`Outcome::DetachedBudget`).
+    /// A secondary never pauses the client.
+    pub secondary_budget: u64,
+    /// How long a secondary may go on after the primary's leg ended before it is detached
+    /// (`Outcome::DetachedDeadline`).
+    pub secondary_deadline: Duration,
+    /// Bytes of response kept per secondary to find where it first differs from the primary's.
+    /// Past this window only digests are compared.
+    pub compare_window: u64,
+    /// How long a backend connect may take.
+    pub connect_timeout: Duration,
+    /// A session with no bytes moving in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// After `Event::Drain`, how long open sessions may take to finish before they are closed.
+    pub drain_timeout: Duration,
+    /// Emit a `Command::Report` for every finished session (always on in duplex).
+    pub reports: bool,
+}
+
+impl Default for Config {
+    /// Defaults for a relay: no secondaries, 10k connections, 256 KiB / 64 KiB water marks,
+    /// 4 MiB secondary budget, 10 s secondary deadline, 5 s connect, 5 min idle, 30 s drain.
+    fn default() -> Self {
+        Config {
+            secondaries: 0,
+            max_connections: 10_000,
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            secondary_budget: 4 * 1024 * 1024,
+            secondary_deadline: Duration::from_secs(10),
+            compare_window: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+            reports: false,
+        }
+    }
+}
+
+/// A configuration the engine cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the relations between limits; the engine refuses a config that fails this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.max_connections == 0 {
+            return err("max connections must be at least 1");
+        }
+        if self.high_water == 0 {
+            return err("high water mark must be at least 1 byte");
+        }
+        if self.low_water >= self.high_water {
+            return err("low water mark must be below the high water mark");
+        }
+        if self.secondary_budget == 0 {
+            return err("secondary budget must be at least 1 byte");
+        }
+        for (name, d) in [
+            ("connect timeout", self.connect_timeout),
+            ("idle timeout", self.idle_timeout),
+            ("secondary deadline", self.secondary_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("{name} must be above zero")));
+            }
+        }
+        Ok(())
+    }
+}

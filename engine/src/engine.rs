@@ -1,0 +1,292 @@
+//! The [`Engine`]: routes events to sessions, owns the timers and the accept gate.
+
+use crate::command::Command;
+use crate::config::{Config, ConfigError};
+use crate::event::Event;
+use crate::ids::{ConnId, Peer, SockId};
+use crate::intercept::{Actions, Interceptor, Passthrough};
+use crate::report::Outcome;
+use crate::session::{Ctx, Session};
+use crate::time::Instant;
+use crate::timers::{TimerKey, Timers};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The drain started by `Event::Drain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    Running,
+    /// Sessions may finish until the drain timer fires.
+    Draining,
+    /// `Command::Drained` has been emitted.
+    Done,
+}
+
+/// The sans-IO proxy core. See the [crate documentation](crate) for the contract.
+pub struct Engine<I: Interceptor = Passthrough> {
+    cfg: Config,
+    hooks: I,
+    sessions: BTreeMap<ConnId, Session>,
+    out: VecDeque<Command>,
+    timers: Timers,
+    actions: Actions,
+    open_clients: usize,
+    accept_paused: bool,
+    drain: Drain,
+    drain_timer: Option<Instant>,
+}
+
+impl<I: Interceptor> std::fmt::Debug for Engine<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.sessions.len())
+            .field("open_clients", &self.open_clients)
+            .field("timers", &self.timers.len())
+            .field("queued_commands", &self.out.len())
+            .field("drain", &self.drain)
+            .finish()
+    }
+}
+
+impl Engine<Passthrough> {
+    /// An engine that forwards every byte unchanged (relay, duplex).
+    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
+        Engine::with_interceptor(cfg, Passthrough)
+    }
+}
+
+impl<I: Interceptor> Engine<I> {
+    /// An engine that runs `hooks` on the traffic.
+    pub fn with_interceptor(cfg: Config, hooks: I) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Engine {
+            cfg,
+            hooks,
+            sessions: BTreeMap::new(),
+            out: VecDeque::new(),
+            timers: Timers::default(),
+            actions: Actions::default(),
+            open_clients: 0,
+            accept_paused: false,
+            drain: Drain::Running,
+            drain_timer: None,
+        })
+    }
+
+    // ---- getters ------------------------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn interceptor(&self) -> &I {
+        &self.hooks
+    }
+
+    /// Sessions not yet finished (including ones whose client is gone but a secondary lingers).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Client connections open.
+    pub fn open_clients(&self) -> usize {
+        self.open_clients
+    }
+
+    /// Timers scheduled.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether `sock` is a socket the engine considers open (or connecting).
+    pub fn knows(&self, sock: SockId) -> bool {
+        self.sessions
+            .get(&sock.conn)
+            .is_some_and(|s| s.knows(sock.peer))
+    }
+
+    /// Unflushed bytes per open socket, in `SockId` order (for invariant checks and metrics).
+    pub fn unflushed(&self) -> impl Iterator<Item = (SockId, u64)> + '_ {
+        self.sessions.values().flat_map(Session::unflushed)
+    }
+
+    /// Nothing is held: no session, no timer, no queued command. True at quiescence.
+    pub fn is_idle(&self) -> bool {
+        self.sessions.is_empty() && self.timers.len() == 0 && self.out.is_empty()
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// The next command for the driver. Drain to `None` after every `handle`.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline. When it passes, the driver calls `handle(now, Event::Timeout)`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    // ---- input --------------------------------------------------------------------------
+
+    /// Feeds one event observed at `now`. `now` must not go backwards between calls.
+    pub fn handle(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Accepted { conn, client } => self.accept(now, conn, client),
+            Event::Connected { sock } => self.route(now, sock, |s, _, ctx| match sock.peer {
+                Peer::Backend(b) => s.on_connected(b, ctx),
+                Peer::Client => {}
+            }),
+            Event::ConnectFailed { sock, reason } => {
+                self.route(now, sock, |s, _, ctx| match sock.peer {
+                    Peer::Backend(b) => s.on_connect_failed(b, reason, ctx),
+                    Peer::Client => {}
+                })
+            }
+            Event::Read { sock, data } => {
+                if data.is_empty() {
+                    return;
+                }
+                let mut actions = std::mem::take(&mut self.actions);
+                self.route(now, sock, |s, hooks, ctx| {
+                    s.on_read(sock.peer, data, ctx, &mut actions, hooks)
+                });
+                self.actions = actions;
+            }
+            Event::ReadClosed { sock } => {
+                self.route(now, sock, |s, _, _| s.on_read_closed(sock.peer))
+            }
+            Event::Flushed { sock, bytes } => {
+                self.route(now, sock, |s, _, ctx| s.on_flushed(sock.peer, bytes, ctx))
+            }
+            Event::Failed { sock, reason } => {
+                self.route(now, sock, |s, _, ctx| s.on_failed(sock.peer, reason, ctx))
+            }
+            Event::Timeout => self.expire(now),
+            Event::Drain => self.start_drain(now),
+        }
+    }
+
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut BTreeMap<ConnId, Session>, &mut I) {
+        (
+            Ctx {
+                now,
+                cfg: &self.cfg,
+                out: &mut self.out,
+                timers: &mut self.timers,
+            },
+            &mut self.sessions,
+            &mut self.hooks,
+        )
+    }
+
+    fn accept(&mut self, now: Instant, conn: ConnId, client: String) {
+        if self.sessions.contains_key(&conn) {
+            return; // a driver bug; never let it corrupt a live session
+        }
+        if self.drain != Drain::Running || self.open_clients >= self.cfg.max_connections {
+            self.out.push_back(Command::Close {
+                sock: SockId::client(conn),
+            });
+            return;
+        }
+        let (mut ctx, sessions, hooks) = self.ctx(now);
+        let mut session = Session::open(conn, client, &mut ctx);
+        session.settle(&mut ctx);
+        sessions.insert(conn, session);
+        hooks.on_connect(conn);
+        self.open_clients += 1;
+        if self.open_clients >= self.cfg.max_connections && !self.accept_paused {
+            self.accept_paused = true;
+            self.out.push_back(Command::PauseAccept);
+        }
+    }
+
+    /// Runs `f` on the session owning `sock`, then settles it. Events for unknown sockets are
+    /// ignored: a driver may report on a socket the engine closed in the same instant.
+    fn route(
+        &mut self,
+        now: Instant,
+        sock: SockId,
+        f: impl FnOnce(&mut Session, &mut I, &mut Ctx),
+    ) {
+        let (mut ctx, sessions, hooks) = self.ctx(now);
+        let Some(session) = sessions.get_mut(&sock.conn) else {
+            return;
+        };
+        let client_was_open = session.client_open();
+        f(session, hooks, &mut ctx);
+        session.settle(&mut ctx);
+        self.after(sock.conn, client_was_open);
+    }
+
+    /// Bookkeeping after a session changed: the client count, the accept gate, and dropping a
+    /// finished session with its report.
+    fn after(&mut self, conn: ConnId, client_was_open: bool) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if client_was_open && !session.client_open() {
+            self.open_clients -= 1;
+            if self.accept_paused
+                && self.drain == Drain::Running
+                && self.open_clients < self.cfg.max_connections
+            {
+                self.accept_paused = false;
+                self.out.push_back(Command::ResumeAccept);
+            }
+        }
+        if session.is_finished() {
+            let mut session = self.sessions.remove(&conn).expect("present");
+            session.cancel_timers(&mut self.timers);
+            if self.cfg.reports {
+                self.out
+                    .push_back(Command::Report(Box::new(session.report())));
+            }
+            self.hooks.on_finish(conn);
+            self.check_drained();
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((_, key)) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Drain => {
+                    self.drain_timer = None;
+                    let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+                    for conn in conns {
+                        self.route(now, SockId::client(conn), |s, _, ctx| {
+                            s.close_all(Outcome::ClosedEarly, ctx)
+                        });
+                    }
+                }
+                TimerKey::Idle(conn) | TimerKey::Connect(conn, _) | TimerKey::Deadline(conn, _) => {
+                    self.route(now, SockId::client(conn), |s, _, ctx| s.on_timer(key, ctx));
+                }
+            }
+        }
+    }
+
+    fn start_drain(&mut self, now: Instant) {
+        if self.drain != Drain::Running {
+            return;
+        }
+        self.drain = Drain::Draining;
+        if !self.accept_paused {
+            self.accept_paused = true;
+            self.out.push_back(Command::PauseAccept);
+        }
+        let at = now + self.cfg.drain_timeout;
+        self.timers
+            .set(TimerKey::Drain, &mut self.drain_timer, Some(at));
+        self.check_drained();
+    }
+
+    fn check_drained(&mut self) {
+        if self.drain == Drain::Draining && self.sessions.is_empty() {
+            self.drain = Drain::Done;
+            self.timers
+                .set(TimerKey::Drain, &mut self.drain_timer, None);
+            self.out.push_back(Command::Drained);
+        }
+    }
+}

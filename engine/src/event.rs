@@ -1,0 +1,46 @@
+//! Inputs to the engine.
+
+use crate::ids::{ConnId, SockId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Something that happened outside the engine. The driver passes each one to
+/// [`Engine::handle`](crate::Engine::handle) with the time it observed it.
+///
+/// Variants are only ever appended (captures store the variant index).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A client connection was accepted. `client` is its address as the driver prints it.
+    Accepted { conn: ConnId, client: String },
+    /// A backend connection asked for with `Command::Connect` is established.
+    Connected { sock: SockId },
+    /// A backend connection asked for with `Command::Connect` could not be established.
+    ConnectFailed { sock: SockId, reason: Failure },
+    /// Bytes arrived on a socket. Never empty.
+    Read { sock: SockId, data: Bytes },
+    /// The peer closed its write side (EOF): no more `Read` for this socket.
+    ReadClosed { sock: SockId },
+    /// `bytes` more of the data given in `Command::Write` reached the kernel.
+    Flushed { sock: SockId, bytes: u64 },
+    /// An established socket failed (reset, broken pipe, ...). The driver has dropped it.
+    Failed { sock: SockId, reason: Failure },
+    /// A deadline returned by `poll_timeout` has passed.
+    Timeout,
+    /// Stop accepting; let open sessions finish until the drain deadline, then close them.
+    Drain,
+}
+
+/// Why a socket failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The peer refused the connection.
+    Refused,
+    /// The peer reset the connection, or a write hit a broken pipe.
+    Reset,
+    /// The operating system timed the connection out.
+    TimedOut,
+    /// The address could not be reached or resolved.
+    Unreachable,
+    /// Anything else.
+    Other,
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests: the real `fanout` binary on loopback with real peers.
