@@ -302,16 +302,13 @@ impl Session {
         let Some(leg) = self.leg_mut(backend) else {
             return;
         };
+        if !matches!(leg.side.state, SockState::Connecting { .. }) {
+            return; // not waiting for a connect: a confused driver; change nothing
+        }
         let SockState::Connecting { since, pending } =
             std::mem::replace(&mut leg.side.state, SockState::Open)
         else {
-            // Not waiting for a connect: a confused driver. Put the state back untouched.
-            if !leg.side.is_closed() {
-                leg.side.state = SockState::Open;
-            } else {
-                leg.side.state = SockState::Closed;
-            }
-            return;
+            unreachable!("checked above")
         };
         leg.connect_time = Some(ctx.now.saturating_since(since));
         ctx.timers.set(

@@ -322,3 +322,26 @@ fn a_relay_reports_only_when_asked() {
     assert_eq!(h.reports.len(), 1);
     assert_eq!(h.reports[0].backends[0].outcome, Outcome::Ok);
 }
+
+#[test]
+fn a_connect_result_for_a_closed_backend_changes_nothing() {
+    let mut h = Harness::new(relay());
+    h.accept(1);
+    h.advance(h.cfg().connect_timeout); // times out and closes everything
+    h.assert_quiescent();
+    assert!(h
+        .handle(Event::Connected {
+            sock: backend(1, P)
+        })
+        .is_empty());
+    let mut h = Harness::new(duplex(1));
+    h.open(1);
+    h.fail(backend(1, S1), Failure::Reset);
+    assert!(h
+        .handle(Event::Connected {
+            sock: backend(1, S1)
+        })
+        .is_empty());
+    h.read(client(1), b"only the primary hears this");
+    assert!(h.sent(backend(1, S1)).is_empty());
+}
