@@ -52,6 +52,8 @@ mod engine;
 mod event;
 mod ids;
 mod intercept;
+#[cfg(feature = "sim-mutants")]
+pub mod mutants;
 mod report;
 mod session;
 mod time;
