@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod capture;
 mod command;
 mod compare;
 mod config;
