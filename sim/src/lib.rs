@@ -16,6 +16,7 @@ pub mod hosts;
 pub mod mutants;
 pub mod observe;
 pub mod oracle;
+pub mod replay;
 pub mod run;
 pub mod scenario;
 

@@ -94,21 +94,7 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         });
     }
 
-    let mut faults = plan.faults.iter().peekable();
-    let sim_error = loop {
-        while let Some((at, fault)) = faults.peek() {
-            if sim.elapsed() < *at {
-                break;
-            }
-            apply(&mut sim, fault);
-            faults.next();
-        }
-        match sim.step() {
-            Ok(true) => break None,
-            Ok(false) => {}
-            Err(e) => break Some(e.to_string()),
-        }
-    };
+    let sim_error = drive(&mut sim, &plan.faults);
     drop(sim);
     let shared = Rc::try_unwrap(shared)
         .map(RefCell::into_inner)
@@ -120,6 +106,26 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         shared,
         obs,
         sim_error,
+    }
+}
+
+/// Steps the simulation to its end, applying each fault when its time comes. Returns turmoil's
+/// error, if any (a host failed, or the clients did not finish in time).
+pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) -> Option<String> {
+    let mut faults = faults.iter().peekable();
+    loop {
+        while let Some((at, fault)) = faults.peek() {
+            if sim.elapsed() < *at {
+                break;
+            }
+            apply(sim, fault);
+            faults.next();
+        }
+        match sim.step() {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => return Some(e.to_string()),
+        }
     }
 }
 

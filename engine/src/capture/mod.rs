@@ -514,3 +514,55 @@ impl<I: Interceptor> Replayer<I> {
         &self.digest
     }
 }
+
+pub mod script;
+
+/// A whole capture read into memory: the first file's header and the records of every segment,
+/// in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    pub header: Header,
+    pub records: Vec<Record>,
+}
+
+/// Reads a capture's segments in order (`FILE`, `FILE.1`, ...), given as `(name, reader)`.
+/// Checks that each segment continues the previous one; errors name the file and offset.
+pub fn read_segments<R: Read>(
+    segments: impl IntoIterator<Item = (String, R)>,
+) -> Result<Capture, String> {
+    let mut capture: Option<Capture> = None;
+    for (n, (name, reader)) in segments.into_iter().enumerate() {
+        let mut dec = Decoder::new(reader).map_err(|e| format!("{name}: {e}"))?;
+        let header = dec.header().clone();
+        if header.segment as usize != n {
+            return Err(format!(
+                "{name}: is segment {} of its capture, expected segment {n}",
+                header.segment
+            ));
+        }
+        let records = dec
+            .by_ref()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{name}: {e}"))?;
+        match &mut capture {
+            None => capture = Some(Capture { header, records }),
+            Some(c) => {
+                if c.header.config != header.config || c.header.backends != header.backends {
+                    return Err(format!(
+                        "{name}: recorded with another configuration than segment 0"
+                    ));
+                }
+                c.records.extend(records);
+            }
+        }
+    }
+    capture.ok_or_else(|| "no capture file given".to_string())
+}
+
+/// The file names of a rotated capture: `base`, then `base.1`, `base.2`, ...
+pub fn segment_name(base: &str, segment: u32) -> String {
+    match segment {
+        0 => base.to_string(),
+        n => format!("{base}.{n}"),
+    }
+}
