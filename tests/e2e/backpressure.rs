@@ -1,0 +1,131 @@
+//! Backpressure: a reader that stops makes the proxy stop reading the other side, so its memory
+//! stays bounded however much the writer has to send, and nothing is lost when reading resumes.
+
+use crate::support::backend::{self, Backend, Gate, BACKEND_TIMEOUT};
+use crate::support::pattern::{self, Verifier, GIB, MIB};
+use crate::support::proxy::Fanout;
+use crate::support::{client, LIVENESS};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The proxy's resident memory must stay under this.
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
+
+/// Waits until `progress` stops moving for `still` (the writer is blocked); panics if it keeps
+/// moving past `within`. Returns where it stopped.
+fn wait_until_stalled(progress: &AtomicU64, still: Duration, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut last = progress.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = progress.load(Ordering::SeqCst);
+        if now != last || now == 0 {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= still {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer never blocked: {now} bytes written in {within:?} with nobody reading"
+        );
+    }
+}
+
+/// Samples the proxy's RSS ten times over a second while `progress` must stay where it stalled.
+fn assert_rss_bounded_while_stalled(proxy: &Fanout, progress: &AtomicU64, stalled_at: u64) {
+    for _ in 0..10 {
+        let rss = proxy.rss_kib();
+        assert!(
+            rss < RSS_LIMIT_KIB,
+            "proxy RSS {rss} KiB with the reader stopped ({stalled_at} bytes written)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        progress.load(Ordering::SeqCst),
+        stalled_at,
+        "the writer moved on although nobody read"
+    );
+}
+
+#[test]
+fn non_reading_client_keeps_proxy_rss_bounded_then_receives_every_byte() {
+    let len = GIB;
+    let progress = Arc::new(AtomicU64::new(0));
+    let b = {
+        let progress = Arc::clone(&progress);
+        Backend::spawn(move |mut s, _| {
+            let p = |n| progress.store(n, Ordering::SeqCst);
+            if pattern::write(&mut s, len, p).is_ok() {
+                backend::finish(s);
+            }
+        })
+    };
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+
+    let stalled_at = wait_until_stalled(&progress, Duration::from_millis(500), LIVENESS * 2);
+    assert!(
+        stalled_at < 256 * MIB,
+        "{stalled_at} bytes left the backend with the client not reading"
+    );
+    assert_rss_bounded_while_stalled(&proxy, &progress, stalled_at);
+
+    c.set_read_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let mut v = Verifier::new();
+    assert_eq!(v.read_to_eof(&mut c), len);
+    assert_eq!(v.digest(), pattern::digest(len));
+    let peak = proxy.peak_rss_kib();
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "proxy peak RSS {peak} KiB over a 1 GiB transfer"
+    );
+}
+
+#[test]
+fn non_reading_primary_keeps_proxy_rss_bounded_then_receives_every_uploaded_byte() {
+    let len = 256 * MIB;
+    let gate = Gate::default();
+    let b = {
+        let gate = gate.clone();
+        Backend::spawn(move |s, stop| {
+            if gate.wait(BACKEND_TIMEOUT) {
+                backend::count_upload(s, stop);
+            }
+        })
+    };
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    c.set_write_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let progress = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let progress = Arc::clone(&progress);
+        let mut up = c.try_clone().unwrap();
+        std::thread::spawn(move || {
+            pattern::write(&mut up, len, |n| progress.store(n, Ordering::SeqCst))
+                .expect("upload through the proxy");
+            up.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+
+    let stalled_at = wait_until_stalled(&progress, Duration::from_millis(500), LIVENESS * 2);
+    assert!(
+        stalled_at < 128 * MIB,
+        "{stalled_at} bytes uploaded with the backend not reading"
+    );
+    assert_rss_bounded_while_stalled(&proxy, &progress, stalled_at);
+
+    gate.open();
+    writer.join().unwrap();
+    let answer = client::read_to_eof(&mut c);
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        backend::count_line(len, pattern::digest(len))
+    );
+    let peak = proxy.peak_rss_kib();
+    assert!(peak < RSS_LIMIT_KIB, "proxy peak RSS {peak} KiB");
+}

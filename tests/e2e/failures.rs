@@ -1,0 +1,151 @@
+//! Failures and limits: a dead or dying primary closes the client at once; connect and idle
+//! timeouts cut what hangs; the connection limit holds clients back instead of refusing them; a
+//! process out of file descriptors backs off instead of spinning.
+
+use crate::support::backend::{self, Backend, FullBacklog, Gate, BACKEND_TIMEOUT};
+use crate::support::client;
+use crate::support::pattern::Verifier;
+use crate::support::proxy::{self, report_path, Fanout};
+use crate::support::{report, LIVENESS};
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+/// Far below every default timeout (5 s connect, 300 s idle): a close within it is the proxy
+/// acting on the failure, not a default timer.
+const PROMPTLY: Duration = Duration::from_secs(4);
+
+#[test]
+fn refused_primary_closes_client_promptly() {
+    let proxy = Fanout::relay(backend::closed_port(), &[]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn duplex_refused_primary_closes_client_promptly_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let dead = backend::closed_port();
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(dead, &[secondary.arg()], &["--report", path.as_str()]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+    drop(c);
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &dead.to_string());
+    assert_eq!(p["outcome"], "refused", "{p:#}");
+}
+
+#[test]
+fn primary_reset_mid_response_closes_client_promptly() {
+    let gate = Gate::default();
+    let b = {
+        let gate = gate.clone();
+        Backend::spawn(move |mut s, _| {
+            let mut first = vec![0u8; 1000];
+            crate::support::pattern::fill(0, &mut first);
+            if s.write_all(&first).is_ok() && gate.wait(BACKEND_TIMEOUT) {
+                backend::reset(s);
+            }
+        })
+    };
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, 1000);
+    gate.open();
+    let (_, extra) = client::expect_closed(&mut c, PROMPTLY);
+    assert_eq!(extra, 0, "bytes after the primary's reset");
+}
+
+#[test]
+fn connect_timeout_to_full_backlog_closes_client() {
+    let hole = FullBacklog::new();
+    let proxy = Fanout::relay(hole.addr(), &["--connect-timeout", "300ms"]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"anyone?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn secondary_connect_timeout_is_reported_and_client_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let hole = FullBacklog::new();
+    let primary = Backend::spawn(backend::answer(b"pong".to_vec()));
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[hole.addr().to_string()],
+        &["--report", path.as_str(), "--connect-timeout", "300ms"],
+    );
+    assert_eq!(client::request(proxy.addr(), b"ping"), b"pong");
+    let sessions = report::wait_for(&path, 1);
+    let s = report::backend(&sessions[0], &hole.addr().to_string());
+    assert_eq!(s["outcome"], "connect-timeout", "{s:#}");
+    assert_eq!(s["connect_ms"], serde_json::Value::Null, "{s:#}");
+}
+
+#[test]
+fn idle_timeout_closes_idle_session() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--idle-timeout", "500ms"]);
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'x');
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn max_connections_holds_third_client_until_one_leaves() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--max-connections", "2"]);
+    let mut first = proxy.connect();
+    client::echoes(&mut first, b'1');
+    let mut second = proxy.connect();
+    client::echoes(&mut second, b'2');
+
+    let mut third = proxy.connect();
+    third.write_all(b"3").unwrap();
+    assert!(
+        client::stays_silent(&mut third, Duration::from_millis(700)),
+        "a third client was served (or closed) with --max-connections 2"
+    );
+
+    drop(first);
+    let echoed = client::read_exactly(&mut third, 1);
+    assert_eq!(echoed, b"3");
+    client::echoes(&mut second, b'b');
+    client::echoes(&mut third, b'c');
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    let b = Backend::spawn(backend::echo);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=32:32")
+        .arg(proxy::bin())
+        .args(["relay", "--listen", "127.0.0.1:0", "--to"])
+        .arg(b.arg());
+    let mut proxy = Fanout::spawn(cmd, "prlimit --nofile=32:32 fanout relay");
+
+    // More clients than the proxy has descriptors for: the rest wait in the accept queue while
+    // every accept fails with EMFILE.
+    let clients: Vec<TcpStream> = (0..48).map(|_| proxy.connect()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = proxy.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = proxy.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "fanout used {used:?} of CPU in 1 s while out of file descriptors"
+    );
+
+    drop(clients);
+    // Once the clients are gone, descriptors free up and new sessions are served again.
+    let mut c = proxy.connect();
+    c.set_read_timeout(Some(LIVENESS * 2)).unwrap();
+    client::echoes(&mut c, b'!');
+    assert!(proxy.try_exit().is_none(), "fanout exited");
+}

@@ -1,0 +1,77 @@
+//! SIGTERM and SIGINT drain: stop accepting, let open sessions finish (until --drain-timeout),
+//! then exit 0.
+
+use crate::support::backend::{self, Backend, Gate};
+use crate::support::client;
+use crate::support::pattern::{Verifier, MIB};
+use crate::support::proxy::Fanout;
+use crate::support::{eventually, LIVENESS};
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Whether a connect to `proxy` is refused (the listener is closed). A connect that still gets
+/// through (the signal is not handled yet) is dropped at once.
+fn connect_refused(proxy: &Fanout) -> bool {
+    match TcpStream::connect_timeout(&proxy.addr(), Duration::from_secs(1)) {
+        Err(e) => e.kind() == ErrorKind::ConnectionRefused,
+        Ok(_) => false,
+    }
+}
+
+/// A session is mid-response when `sig` arrives: new connects are refused, the session still gets
+/// every byte, and the process then exits 0.
+fn drains_on(sig: i32) {
+    let len = 8 * MIB;
+    let gate = Gate::default();
+    let b = Backend::spawn(backend::gated_stream(MIB, len, gate.clone()));
+    let mut proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    let mut v = Verifier::new();
+    v.read_exactly(&mut c, MIB);
+
+    proxy.signal(sig);
+    assert!(
+        eventually(LIVENESS, || connect_refused(&proxy)),
+        "connects still accepted after the signal"
+    );
+    assert!(proxy.try_exit().is_none(), "exited with a session open");
+
+    gate.open();
+    assert_eq!(v.read_to_eof(&mut c), len);
+    drop(c);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+}
+
+#[test]
+fn sigterm_refuses_new_clients_finishes_open_session_then_exits_0() {
+    drains_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_refuses_new_clients_finishes_open_session_then_exits_0() {
+    drains_on(libc::SIGINT);
+}
+
+#[test]
+fn drain_timeout_cuts_endless_session_and_exits_0() {
+    let b = Backend::spawn(backend::echo);
+    let mut proxy = Fanout::relay(b.addr(), &["--drain-timeout", "500ms"]);
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'x');
+    proxy.signal(libc::SIGTERM);
+    // The default drain timeout is 30 s: closing within LIVENESS is the flag at work.
+    client::expect_closed(&mut c, LIVENESS);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+}
+
+#[test]
+fn sigterm_with_no_sessions_exits_0() {
+    let b = Backend::spawn(backend::echo);
+    let mut proxy = Fanout::relay(b.addr(), &[]);
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+}

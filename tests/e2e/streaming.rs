@@ -1,0 +1,103 @@
+//! Cut-through: bytes are forwarded as they arrive, and big streams arrive whole and in order.
+
+use crate::support::backend::{self, Backend, Gate};
+use crate::support::pattern::{self, Verifier, MIB};
+use crate::support::proxy::{report_path, Fanout};
+use crate::support::report;
+use std::net::Shutdown;
+
+/// The backend sends 64 KiB, then waits for the test's go-ahead, which the test gives only after
+/// those 64 KiB reached the client through `proxy`. A proxy that held the response back would leave
+/// the client's read to time out.
+fn first_bytes_arrive_before_backend_finishes(proxy: &Fanout, gate: &Gate) {
+    let first = 64 * 1024;
+    let mut c = proxy.connect();
+    let mut v = Verifier::new();
+    v.read_exactly(&mut c, first);
+    gate.open();
+    assert_eq!(v.read_to_eof(&mut c), 4 * MIB);
+}
+
+#[test]
+fn relay_forwards_first_bytes_before_backend_finishes() {
+    let gate = Gate::default();
+    let b = Backend::spawn(backend::gated_stream(64 * 1024, 4 * MIB, gate.clone()));
+    let proxy = Fanout::relay(b.addr(), &[]);
+    first_bytes_arrive_before_backend_finishes(&proxy, &gate);
+}
+
+#[test]
+fn duplex_forwards_first_bytes_before_backend_finishes() {
+    let gate = Gate::default();
+    let primary = Backend::spawn(backend::gated_stream(64 * 1024, 4 * MIB, gate.clone()));
+    let secondary = Backend::spawn(backend::stream(4 * MIB));
+    let proxy = Fanout::duplex(primary.addr(), &[secondary.arg()], &[]);
+    first_bytes_arrive_before_backend_finishes(&proxy, &gate);
+}
+
+#[test]
+fn relay_delivers_100_mib_download_intact_and_in_order() {
+    let len = 100 * MIB;
+    let b = Backend::spawn(backend::stream(len));
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
+}
+
+#[test]
+fn relay_delivers_100_mib_upload_and_its_echo_intact_and_in_order() {
+    let len = 100 * MIB;
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    let mut up = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+        up.shutdown(Shutdown::Write).unwrap();
+    });
+    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
+    writer.join().unwrap();
+}
+
+#[test]
+fn duplex_delivers_100_mib_download_intact_and_reports_its_digest() {
+    let len = 100 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::stream(len));
+    let secondary = Backend::spawn(backend::stream(len));
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    let mut c = proxy.connect();
+    let mut v = Verifier::new();
+    assert_eq!(v.read_to_eof(&mut c), len);
+    drop(c);
+
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["bytes_received"], len, "{p:#}");
+    assert_eq!(p["digest"], format!("{:016x}", v.digest()), "{p:#}");
+    assert_eq!(p["outcome"], "ok", "{p:#}");
+    let s = report::backend(&sessions[0], &secondary.arg());
+    assert_eq!(s["matches_primary"], true, "{s:#}");
+    assert_eq!(s["outcome"], "ok", "{s:#}");
+}
+
+#[test]
+fn duplex_delivers_100_mib_upload_echo_intact_to_client() {
+    let len = 100 * MIB;
+    let primary = Backend::spawn(backend::echo);
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(primary.addr(), &[secondary.arg()], &[]);
+    let mut c = proxy.connect();
+    let mut up = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+        up.shutdown(Shutdown::Write).unwrap();
+    });
+    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
+    writer.join().unwrap();
+}
