@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// The proxy's resident memory must stay under this.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
+/// With the reader stopped, the writer must block before it has written this much: socket buffers
+/// on both sides of the proxy plus its high-water mark are a few MiB.
+const HELD_BACK: u64 = 128 * MIB;
+
 /// Waits until `progress` stops moving for `still` (the writer is blocked); panics if it keeps
 /// moving past `within`. Returns where it stopped.
 fn wait_until_stalled(progress: &AtomicU64, still: Duration, within: Duration) -> u64 {
@@ -29,13 +33,14 @@ fn wait_until_stalled(progress: &AtomicU64, still: Duration, within: Duration) -
             return now;
         }
         assert!(
-            Instant::now() < deadline,
-            "the writer never blocked: {now} bytes written in {within:?} with nobody reading"
+            Instant::now() < deadline && now < HELD_BACK,
+            "the writer never blocked: {now} bytes written with nobody reading"
         );
     }
 }
 
-/// Samples the proxy's RSS ten times over a second while `progress` must stay where it stalled.
+/// Samples the proxy's RSS ten times over a second with the reader still stopped; the writer
+/// must stay held back meanwhile.
 fn assert_rss_bounded_while_stalled(proxy: &Fanout, progress: &AtomicU64, stalled_at: u64) {
     for _ in 0..10 {
         let rss = proxy.rss_kib();
@@ -45,10 +50,10 @@ fn assert_rss_bounded_while_stalled(proxy: &Fanout, progress: &AtomicU64, stalle
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        progress.load(Ordering::SeqCst),
-        stalled_at,
-        "the writer moved on although nobody read"
+    let now = progress.load(Ordering::SeqCst);
+    assert!(
+        now < HELD_BACK,
+        "the writer got {now} bytes out although nobody read"
     );
 }
 
@@ -68,11 +73,7 @@ fn non_reading_client_keeps_proxy_rss_bounded_then_receives_every_byte() {
     let proxy = Fanout::relay(b.addr(), &[]);
     let mut c = proxy.connect();
 
-    let stalled_at = wait_until_stalled(&progress, Duration::from_millis(500), LIVENESS * 2);
-    assert!(
-        stalled_at < 256 * MIB,
-        "{stalled_at} bytes left the backend with the client not reading"
-    );
+    let stalled_at = wait_until_stalled(&progress, Duration::from_secs(1), LIVENESS * 2);
     assert_rss_bounded_while_stalled(&proxy, &progress, stalled_at);
 
     c.set_read_timeout(Some(BACKEND_TIMEOUT)).unwrap();
@@ -112,11 +113,7 @@ fn non_reading_primary_keeps_proxy_rss_bounded_then_receives_every_uploaded_byte
         })
     };
 
-    let stalled_at = wait_until_stalled(&progress, Duration::from_millis(500), LIVENESS * 2);
-    assert!(
-        stalled_at < 128 * MIB,
-        "{stalled_at} bytes uploaded with the backend not reading"
-    );
+    let stalled_at = wait_until_stalled(&progress, Duration::from_secs(1), LIVENESS * 2);
     assert_rss_bounded_while_stalled(&proxy, &progress, stalled_at);
 
     gate.open();

@@ -1,12 +1,13 @@
 //! Half-close both ways: a client's FIN reaches the backend after every byte it sent, and the
 //! client still hears the whole response; a backend's FIN reaches the client after every byte.
 
-use crate::support::backend::{self, Backend};
+use crate::support::backend::{self, Backend, Stop};
 use crate::support::pattern::{self, Verifier, MIB};
 use crate::support::proxy::{report_path, Fanout};
-use crate::support::{client, report};
+use crate::support::{client, eventually, report, LIVENESS};
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
 
 /// The client writes its request and shuts down its write side; the backend answers 10 MiB only
 /// once it has read that EOF. The client must get all of it, then EOF.
@@ -59,15 +60,33 @@ fn client_fin_reaches_backend_after_every_uploaded_byte() {
 }
 
 #[test]
-fn backend_eof_reaches_client_after_all_bytes() {
+fn backend_eof_reaches_client_after_all_bytes_and_client_can_still_send() {
     // The client never shuts down its side: the backend's FIN alone must end the client's reads.
     let len = 3 * MIB + 17;
-    let b = Backend::spawn(backend::stream(len));
+    let after_fin = Arc::new(Mutex::new(None));
+    let b = {
+        let after_fin = Arc::clone(&after_fin);
+        Backend::spawn(move |mut s: TcpStream, _: &Stop| {
+            if pattern::write(&mut s, len, |_| {}).is_ok() && s.shutdown(Shutdown::Write).is_ok() {
+                *after_fin.lock().unwrap() = Some(backend::read_request(&mut s));
+            }
+        })
+    };
     let proxy = Fanout::relay(b.addr(), &[]);
     let mut c = proxy.connect();
     assert_eq!(Verifier::new().read_to_eof(&mut c), len);
-    // The session is half open: the client can still send, and the backend still reads.
+    // Half-closed, not closed: what the client sends now still reaches the backend.
     c.write_all(b"still here").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        eventually(LIVENESS, || after_fin.lock().unwrap().is_some()),
+        "the backend never saw the client's FIN"
+    );
+    assert_eq!(
+        after_fin.lock().unwrap().as_deref(),
+        Some(&b"still here"[..]),
+        "bytes the client sent after the backend's FIN"
+    );
 }
 
 #[test]

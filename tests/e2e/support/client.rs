@@ -36,7 +36,7 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
+            Err(e) => panic!("read failed after {} bytes: {}", out.len(), describe(&e)),
         }
     }
 }
@@ -51,7 +51,7 @@ pub fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
             Ok(0) => panic!("EOF after {got} of {n} bytes"),
             Ok(k) => got += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read failed after {got} of {n} bytes: {e}"),
+            Err(e) => panic!("read failed after {got} of {n} bytes: {}", describe(&e)),
         }
     }
     out
@@ -107,4 +107,12 @@ pub fn echoes(s: &mut TcpStream, byte: u8) {
     s.write_all(&[byte]).expect("write one byte");
     let got = read_exactly(s, 1);
     assert_eq!(got, [byte], "echo returned a different byte");
+}
+
+/// An I/O error as a test failure message; a read timeout says so plainly.
+pub fn describe(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => "timed out (nothing arrived)".to_string(),
+        _ => e.to_string(),
+    }
 }

@@ -150,7 +150,11 @@ impl Verifier {
                 Ok(0) => return self.offset,
                 Ok(n) => self.check(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("read failed after {} verified bytes: {e}", self.offset),
+                Err(e) => panic!(
+                    "read failed after {} verified bytes: {}",
+                    self.offset,
+                    super::client::describe(&e)
+                ),
             }
         }
     }
@@ -165,7 +169,11 @@ impl Verifier {
                 Ok(0) => panic!("EOF after {} verified bytes, wanted {end}", self.offset),
                 Ok(k) => self.check(&buf[..k]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("read failed after {} verified bytes: {e}", self.offset),
+                Err(e) => panic!(
+                    "read failed after {} verified bytes: {}",
+                    self.offset,
+                    super::client::describe(&e)
+                ),
             }
         }
     }

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 /// How long fanout may take to print its `listening on` line.
 const STARTUP: Duration = Duration::from_secs(20);
 
-/// The path of the binary cargo built for this test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fanout")
+/// The binary under test: the one cargo built for this test, or `$FANOUT_BIN` when set (to run
+/// the suite against a release build).
+pub fn bin() -> String {
+    std::env::var("FANOUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fanout").to_string())
 }
 
 /// A `Command` for the fanout binary with `args`, stdio piped.
