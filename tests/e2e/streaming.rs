@@ -3,7 +3,7 @@
 use crate::support::backend::{self, Backend, Gate};
 use crate::support::pattern::{self, Verifier, MIB};
 use crate::support::proxy::{report_path, Fanout};
-use crate::support::report;
+use crate::support::{client, report};
 use std::net::Shutdown;
 
 /// The backend sends 64 KiB, then waits for the test's go-ahead, which the test gives only after
@@ -100,4 +100,71 @@ fn duplex_delivers_100_mib_upload_echo_intact_to_client() {
     });
     assert_eq!(Verifier::new().read_to_eof(&mut c), len);
     writer.join().unwrap();
+}
+
+/// A backend that reads a decimal length as the request and answers that many bytes of the
+/// pattern stream.
+fn sized_answer(mut s: std::net::TcpStream, _: &backend::Stop) {
+    let req = backend::read_request(&mut s);
+    let Some(len) = std::str::from_utf8(&req).ok().and_then(|r| r.parse().ok()) else {
+        return;
+    };
+    if pattern::write(&mut s, len, |_| {}).is_ok() {
+        backend::finish(s);
+    }
+}
+
+/// 16 clients at once, each asking for a different length: each gets exactly its own response.
+fn concurrent_clients_get_their_own_responses(proxy: &Fanout) {
+    let addr = proxy.addr();
+    let clients: Vec<_> = (0..16u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let len = (i + 1) * 64 * 1024 + i;
+                let got = client::request(addr, len.to_string().as_bytes());
+                assert_eq!(got.len() as u64, len, "client {i}");
+                assert!(
+                    got == pattern::bytes(len as usize),
+                    "client {i}: wrong bytes"
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
+#[test]
+fn relay_concurrent_clients_each_get_their_own_response() {
+    let b = Backend::spawn(sized_answer);
+    let proxy = Fanout::relay(b.addr(), &[]);
+    concurrent_clients_get_their_own_responses(&proxy);
+}
+
+#[test]
+fn duplex_concurrent_clients_each_get_their_own_response_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(sized_answer);
+    let secondary = Backend::spawn(sized_answer);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    concurrent_clients_get_their_own_responses(&proxy);
+    let sessions = report::wait_for(&path, 16);
+    assert_eq!(sessions.len(), 16);
+    for s in &sessions {
+        let sec = report::backend(s, &secondary.arg());
+        assert_eq!(sec["matches_primary"], true, "{s:#}");
+    }
+}
+
+#[test]
+fn relay_with_two_threads_serves_every_client() {
+    let b = Backend::spawn(sized_answer);
+    let proxy = Fanout::relay(b.addr(), &["--threads", "2"]);
+    concurrent_clients_get_their_own_responses(&proxy);
 }
