@@ -60,10 +60,9 @@ fn em_proxy_form_listens_on_loopback_and_fans_out_to_every_secondary() {
         assert_eq!(seen.lock().unwrap()[0], b"hello all", "{name}");
     }
     assert!(
-        eventually(LIVENESS, || proxy
-            .stderr()
-            .lines()
-            .any(|l| l.contains("session") && l.contains(&me))),
+        eventually(LIVENESS, || proxy.stderr().lines().any(|l| l
+            .contains("session")
+            && l.contains(&format!("{me} primary")))),
         "-v printed no summary line for session of {me}; stderr:\n{}",
         proxy.stderr()
     );
