@@ -134,6 +134,11 @@ fn accept_errors_back_off_instead_of_spinning() {
     // every accept fails with EMFILE.
     let clients: Vec<TcpStream> = (0..48).map(|_| proxy.connect()).collect();
     std::thread::sleep(Duration::from_millis(500));
+    let fds = proxy.open_fds();
+    assert!(
+        fds >= 24,
+        "fanout holds only {fds} descriptors: the limit was never reached"
+    );
     let before = proxy.cpu_time();
     std::thread::sleep(Duration::from_secs(1));
     let used = proxy.cpu_time() - before;

@@ -185,6 +185,13 @@ impl Fanout {
             .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
+    /// File descriptors the process holds now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("fanout is running: /proc/PID/fd readable")
+            .count()
+    }
+
     /// CPU time used so far (user + system), from /proc/PID/stat.
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
