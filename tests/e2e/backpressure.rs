@@ -5,6 +5,7 @@ use crate::support::backend::{self, Backend, Gate, BACKEND_TIMEOUT};
 use crate::support::pattern::{self, Verifier, GIB, MIB};
 use crate::support::proxy::Fanout;
 use crate::support::{client, LIVENESS};
+use std::io::Write;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -125,4 +126,63 @@ fn non_reading_primary_keeps_proxy_rss_bounded_then_receives_every_uploaded_byte
     );
     let peak = proxy.peak_rss_kib();
     assert!(peak < RSS_LIMIT_KIB, "proxy peak RSS {peak} KiB");
+}
+
+/// The backend writes until every buffer between it and the client is full (a write makes no
+/// progress for 500 ms), records how much it wrote, then sends its FIN at once if `fin`, or else
+/// goes quiet until `gate` opens. The client, on a tiny receive window, has not read: the proxy has
+/// paused reading the backend with bytes still waiting in the kernel.
+fn fill_until_blocked(fin: bool, gate: Gate, written: Arc<AtomicU64>) -> Backend {
+    Backend::spawn(move |mut s, _| {
+        s.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut at = 0;
+        while at < 256 * MIB {
+            pattern::fill(at, &mut buf);
+            match s.write(&buf) {
+                Ok(n) => at += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        written.store(at, Ordering::SeqCst);
+        s.set_write_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+        if fin || gate.wait(BACKEND_TIMEOUT) {
+            backend::finish(s);
+        }
+    })
+}
+
+/// Once the backend has filled every buffer and gone quiet, the client starts reading: the proxy
+/// must resume reading the bytes already waiting in its socket (no new readiness edge will come),
+/// then forward the FIN.
+fn paused_reader_resumes(fin: bool) {
+    let (gate, written) = (Gate::default(), Arc::new(AtomicU64::new(0)));
+    let b = fill_until_blocked(fin, gate.clone(), Arc::clone(&written));
+    let proxy = Fanout::relay(b.addr(), &["--high-water", "16KiB", "--low-water", "4KiB"]);
+    let mut c = client::connect_with_small_window(proxy.addr(), 4096);
+    assert!(
+        crate::support::eventually(LIVENESS * 2, || written.load(Ordering::SeqCst) > 0),
+        "the backend never blocked"
+    );
+    let len = written.load(Ordering::SeqCst);
+    assert!(
+        len < HELD_BACK,
+        "{len} bytes went out with the client not reading"
+    );
+    let mut v = Verifier::new();
+    v.read_exactly(&mut c, len);
+    gate.open();
+    assert_eq!(v.read_to_eof(&mut c), len);
+}
+
+#[test]
+fn resumed_reader_gets_bytes_already_buffered_without_new_arrivals() {
+    paused_reader_resumes(false);
+}
+
+#[test]
+fn backend_fin_while_reader_paused_ends_response_after_all_bytes() {
+    paused_reader_resumes(true);
 }

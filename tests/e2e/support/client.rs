@@ -116,3 +116,18 @@ pub fn describe(e: &std::io::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+/// Connects with a receive buffer of about `rcvbuf` bytes (set before the handshake, so the
+/// window never grows past it): the proxy's writes to this client back up quickly.
+pub fn connect_with_small_window(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    sock.set_recv_buffer_size(rcvbuf).unwrap();
+    sock.connect_timeout(&addr.into(), LIVENESS)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    with_timeouts(sock.into(), LIVENESS)
+}
