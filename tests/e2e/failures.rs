@@ -4,13 +4,14 @@
 
 use crate::support::backend::{self, Backend, FullBacklog, Gate, BACKEND_TIMEOUT};
 use crate::support::client;
-use crate::support::pattern::Verifier;
+use crate::support::pattern::{self, Verifier, GIB, MIB};
 use crate::support::proxy::{self, report_path, Fanout};
-use crate::support::{report, LIVENESS};
+use crate::support::{eventually, report, LIVENESS};
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Far below every default timeout (5 s connect, 300 s idle): a close within it is the proxy
 /// acting on the failure, not a default timer.
@@ -47,7 +48,7 @@ fn primary_reset_mid_response_closes_client_promptly() {
         let gate = gate.clone();
         Backend::spawn(move |mut s, _| {
             let mut first = vec![0u8; 1000];
-            crate::support::pattern::fill(0, &mut first);
+            pattern::fill(0, &mut first);
             if s.write_all(&first).is_ok() && gate.wait(BACKEND_TIMEOUT) {
                 backend::reset(s);
             }
@@ -153,4 +154,80 @@ fn accept_errors_back_off_instead_of_spinning() {
     c.set_read_timeout(Some(LIVENESS * 2)).unwrap();
     client::echoes(&mut c, b'!');
     assert!(proxy.try_exit().is_none(), "fanout exited");
+}
+
+#[test]
+fn bytes_sent_while_backend_connect_is_pending_are_delivered() {
+    // The backend's accept queue is full, so the proxy's SYN is dropped and its connect waits for
+    // a retransmission; meanwhile the client uploads. Nothing may be lost or reordered.
+    let len = 2 * MIB;
+    let hole = FullBacklog::new();
+    let addr = hole.addr();
+    let proxy = Fanout::relay(addr, &["--connect-timeout", "30s"]);
+    let mut c = proxy.connect();
+    let mut up = c.try_clone().unwrap();
+    up.set_write_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let writer = std::thread::spawn(move || {
+        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+        up.shutdown(Shutdown::Write).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _backend = hole.start_accepting(backend::count_upload);
+    c.set_read_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let answer = client::read_to_eof(&mut c);
+    writer.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        backend::count_line(len, pattern::digest(len))
+    );
+}
+
+/// A backend that streams `len` bytes and records whether (and when) its writes failed because
+/// the proxy closed its side.
+fn stream_noting_cut(len: u64, cut: Arc<Mutex<Option<Instant>>>) -> Backend {
+    Backend::spawn(move |mut s, _| {
+        if pattern::write(&mut s, len, |_| {}).is_err() {
+            *cut.lock().unwrap() = Some(Instant::now());
+        }
+    })
+}
+
+#[test]
+fn client_reset_mid_response_closes_backend_promptly() {
+    let cut = Arc::new(Mutex::new(None));
+    let b = stream_noting_cut(GIB, Arc::clone(&cut));
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, MIB);
+    backend::reset(c);
+    assert!(
+        eventually(PROMPTLY, || cut.lock().unwrap().is_some()),
+        "the backend is still being read after its client reset"
+    );
+    // The proxy is unharmed: the next client is served.
+    Verifier::new().read_exactly(&mut proxy.connect(), MIB);
+}
+
+#[test]
+fn duplex_client_reset_mid_response_closes_primary_and_reports_closed_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let cut = Arc::new(Mutex::new(None));
+    let primary = stream_noting_cut(GIB, Arc::clone(&cut));
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, MIB);
+    backend::reset(c);
+    assert!(
+        eventually(PROMPTLY, || cut.lock().unwrap().is_some()),
+        "the primary is still being read after its client reset"
+    );
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["outcome"], "closed-early", "{p:#}");
 }

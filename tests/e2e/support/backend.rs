@@ -292,6 +292,18 @@ impl FullBacklog {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Makes room in the queue and starts accepting with `handler`: a connect whose SYN was
+    /// dropped succeeds on its next retransmission (about a second after the first SYN).
+    pub fn start_accepting(
+        self,
+        handler: impl Fn(TcpStream, &Stop) + Send + Sync + 'static,
+    ) -> Backend {
+        let listener: TcpListener = self._listener.into();
+        // The fillers were never meant to be served; the handler sees them as instant EOFs.
+        drop(self._fillers);
+        Backend::on(listener, handler)
+    }
 }
 
 /// A one-shot signal from the test to a backend handler ("go on").
