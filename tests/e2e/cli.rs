@@ -267,3 +267,25 @@ fn flags_win_over_config_file() {
     );
     client::echoes(&mut c, b'g');
 }
+
+#[test]
+fn ipv6_listen_address_works() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::start(&args(["relay", "--listen", "[::1]:0", "--to", &b.arg()]));
+    assert_eq!(proxy.addr().ip().to_string(), "::1");
+    assert_eq!(client::request(proxy.addr(), b"from v6"), b"from v6");
+}
+
+#[test]
+fn localhost_listen_address_works() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::start(&args([
+        "relay",
+        "--listen",
+        "localhost:0",
+        "--to",
+        &b.arg(),
+    ]));
+    assert!(proxy.addr().ip().is_loopback(), "{}", proxy.addr());
+    assert_eq!(client::request(proxy.addr(), b"by name"), b"by name");
+}

@@ -10,6 +10,7 @@ mod backpressure;
 mod cli;
 mod failures;
 mod half_close;
+mod leaks;
 mod quickstart;
 mod report;
 mod secondary_isolation;

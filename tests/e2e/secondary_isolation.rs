@@ -155,3 +155,29 @@ fn every_kind_of_bad_secondary_at_once_leaves_client_stream_intact() {
         "{session:#}"
     );
 }
+
+#[test]
+fn secondary_budget_flag_sets_where_a_never_reader_is_detached() {
+    // 4 MiB of upload stays within the default 4 MiB budget once socket buffers absorb their
+    // share; a 64 KiB budget is passed long before the upload ends.
+    let len = 4 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::count_upload);
+    let sink = Backend::spawn(backend::never_read);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[sink.arg()],
+        &["--report", path.as_str(), "--secondary-budget", "64KiB"],
+    );
+    let mut c = proxy.connect();
+    pattern::write(&mut c, len, |_| {}).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&client::read_to_eof(&mut c)),
+        backend::count_line(len, pattern::digest(len))
+    );
+    drop(c);
+    let sessions = report::wait_for(&path, 1);
+    assert_outcome(&sessions[0], &sink.arg(), "detached-budget");
+}

@@ -4,8 +4,8 @@
 use crate::support::backend::{self, Backend, Gate};
 use crate::support::client;
 use crate::support::pattern::{Verifier, MIB};
-use crate::support::proxy::Fanout;
-use crate::support::{eventually, LIVENESS};
+use crate::support::proxy::{report_path, Fanout};
+use crate::support::{eventually, report, LIVENESS};
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -74,4 +74,26 @@ fn sigterm_with_no_sessions_exits_0() {
     proxy.signal(libc::SIGTERM);
     let status = proxy.wait_exit(LIVENESS);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+}
+
+#[test]
+fn drain_timeout_reports_cut_session_closed_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::echo);
+    let secondary = Backend::spawn(backend::echo);
+    let mut proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str(), "--drain-timeout", "500ms"],
+    );
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'x');
+    proxy.signal(libc::SIGINT);
+    client::expect_closed(&mut c, LIVENESS);
+    assert_eq!(proxy.wait_exit(LIVENESS).code(), Some(0));
+    let sessions = report::read(&path);
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["outcome"], "closed-early", "{p:#}");
 }
