@@ -135,6 +135,25 @@ fn unix_socket_backend_works() {
 }
 
 #[test]
+fn unix_socket_secondary_is_reported_by_its_address() {
+    let echo = UnixEcho::spawn();
+    let unix = format!("unix:{}", echo.path.display());
+    let primary = Backend::spawn(backend::echo);
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::support::proxy::report_path(dir.path());
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        std::slice::from_ref(&unix),
+        &["--report", path.as_str()],
+    );
+    assert_eq!(client::request(proxy.addr(), b"both ways"), b"both ways");
+    let sessions = crate::support::report::wait_for(&path, 1);
+    let s = crate::support::report::backend(&sessions[0], &unix);
+    assert_eq!(s["outcome"], "ok", "{s:#}");
+    assert_eq!(s["matches_primary"], true, "{s:#}");
+}
+
+#[test]
 fn ipv6_loopback_backend_works() {
     let listener = TcpListener::bind("[::1]:0").expect("bind [::1]:0");
     let port = listener.local_addr().unwrap().port();

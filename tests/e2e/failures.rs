@@ -63,6 +63,48 @@ fn primary_reset_mid_response_closes_client_promptly() {
 }
 
 #[test]
+fn duplex_primary_reset_mid_response_closes_client_and_is_reported_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let gate = Gate::default();
+    let primary = {
+        let gate = gate.clone();
+        Backend::spawn(move |mut s, _| {
+            let mut first = vec![0u8; 1000];
+            pattern::fill(0, &mut first);
+            if s.write_all(&first).is_ok() && gate.wait(BACKEND_TIMEOUT) {
+                backend::reset(s);
+            }
+        })
+    };
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, 1000);
+    gate.open();
+    client::expect_closed(&mut c, PROMPTLY);
+    drop(c);
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["outcome"], "reset", "{p:#}");
+    assert_eq!(p["bytes_received"], 1000, "{p:#}");
+}
+
+#[test]
+fn missing_unix_socket_backend_closes_client_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody-listens-here.sock");
+    let proxy = Fanout::relay(format!("unix:{}", path.display()), &[]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
 fn connect_timeout_to_full_backlog_closes_client() {
     let hole = FullBacklog::new();
     let proxy = Fanout::relay(hole.addr(), &["--connect-timeout", "300ms"]);

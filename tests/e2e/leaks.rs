@@ -18,9 +18,12 @@ fn finished_sessions_release_every_descriptor() {
         &["--secondary-deadline", "300ms"],
     );
     let idle = proxy.open_fds();
-    for i in 0..20u8 {
-        if i % 2 == 0 {
+    for i in 0..30u8 {
+        if i % 3 == 0 {
             assert_eq!(client::request(proxy.addr(), &[i; 100]), [i; 100]);
+        } else if i % 3 == 1 {
+            // A client that connects and leaves at once.
+            drop(proxy.connect());
         } else {
             // A client that vanishes mid-session.
             let mut c = proxy.connect();
