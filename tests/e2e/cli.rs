@@ -245,6 +245,55 @@ fn low_water_above_high_water_exits_2_with_message() {
 }
 
 #[test]
+fn em_proxy_form_without_remote_exits_2_with_message() {
+    let out = run_to_exit(&args(["-l", "0"]), LIVENESS);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("-r"), "{out:?}");
+}
+
+#[test]
+fn config_file_with_unknown_key_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fanout.toml");
+    std::fs::write(&cfg, "idle-timeout = \"1s\"\nidle-timeuot = \"2s\"\n").unwrap();
+    let out = run_to_exit(
+        &args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]),
+        LIVENESS,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("idle-timeuot"), "{out:?}");
+}
+
+#[test]
+fn missing_config_file_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("absent.toml");
+    let cfg = cfg.to_str().unwrap();
+    let out = run_to_exit(
+        &args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--config",
+            cfg,
+        ]),
+        LIVENESS,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains(cfg), "{out:?}");
+}
+
+#[test]
 fn address_in_use_exits_1_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

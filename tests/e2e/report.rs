@@ -194,3 +194,37 @@ fn verbose_prints_one_summary_line_per_session_on_stderr() {
         assert!(line.contains("match=true"), "{line}");
     }
 }
+
+#[test]
+fn report_lines_stay_whole_with_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let response = crate::support::pattern::bytes(200 * 1024);
+    let primary = Backend::spawn(backend::answer(response.clone()));
+    let secondary = Backend::spawn(backend::answer(response.clone()));
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str(), "--threads", "2"],
+    );
+    let addr = proxy.addr();
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let response = response.clone();
+            std::thread::spawn(move || assert!(client::request(addr, b"go") == response))
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // Every line parses (report::read panics otherwise), and there is one per session.
+    let sessions = report::wait_for(&path, 32);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(report::read(&path).len(), 32);
+    for s in &sessions {
+        assert_eq!(
+            report::backend(s, &secondary.arg())["matches_primary"],
+            true
+        );
+    }
+}

@@ -4,6 +4,7 @@ use crate::support::backend::{self, Backend, Gate};
 use crate::support::pattern::{self, Verifier, MIB};
 use crate::support::proxy::{report_path, Fanout};
 use crate::support::{client, report};
+use std::io::Write;
 use std::net::Shutdown;
 
 /// The backend sends 64 KiB, then waits for the test's go-ahead, which the test gives only after
@@ -167,4 +168,38 @@ fn relay_with_two_threads_serves_every_client() {
     let b = Backend::spawn(sized_answer);
     let proxy = Fanout::relay(b.addr(), &["--threads", "2"]);
     concurrent_clients_get_their_own_responses(&proxy);
+}
+
+#[test]
+fn interactive_round_trips_each_get_their_answer_at_once() {
+    // Request, answer, request, answer... on one connection: nothing may wait for more bytes or
+    // for the connection to close.
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    for i in 0..300usize {
+        let msg = pattern::bytes(1 + (i * 37) % 3000);
+        c.write_all(&msg).unwrap();
+        assert!(
+            client::read_exactly(&mut c, msg.len()) == msg,
+            "round trip {i}"
+        );
+    }
+}
+
+#[test]
+fn burst_of_100_clients_are_all_served() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut clients: Vec<_> = (0..100).map(|_| proxy.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&(i as u32).to_le_bytes()).unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            client::read_exactly(c, 4),
+            (i as u32).to_le_bytes(),
+            "client {i}"
+        );
+    }
 }
