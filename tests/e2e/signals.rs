@@ -97,3 +97,40 @@ fn drain_timeout_reports_cut_session_closed_early() {
     let p = report::backend(&sessions[0], &primary.arg());
     assert_eq!(p["outcome"], "closed-early", "{p:#}");
 }
+
+#[test]
+fn sigterm_with_two_threads_closes_every_listener_and_drains_every_session() {
+    let len = 4 * MIB;
+    let gate = Gate::default();
+    let b = Backend::spawn(backend::gated_stream(MIB, len, gate.clone()));
+    let mut proxy = Fanout::relay(b.addr(), &["--threads", "2"]);
+    let mut sessions: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = proxy.connect();
+            let mut v = Verifier::new();
+            v.read_exactly(&mut c, MIB);
+            (c, v)
+        })
+        .collect();
+
+    proxy.signal(libc::SIGTERM);
+    // With one listener per loop, a listener left open would take some of these connects.
+    assert!(
+        eventually(LIVENESS, || connect_refused(&proxy)),
+        "connects still accepted after SIGTERM"
+    );
+    for i in 0..20 {
+        assert!(
+            connect_refused(&proxy),
+            "connect {i} after the first refusal got through"
+        );
+    }
+
+    gate.open();
+    for (c, v) in &mut sessions {
+        assert_eq!(v.read_to_eof(c), len);
+    }
+    drop(sessions);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
+}
