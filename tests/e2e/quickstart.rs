@@ -113,3 +113,24 @@ fn quick_start_curl_through_duplex_of_two_http_servers_matches() {
     }
     panic!("three responses in a row straddled a second");
 }
+
+#[test]
+fn curl_downloads_a_large_file_through_relay_intact() {
+    let site = tempfile::tempdir().unwrap();
+    let body = crate::support::pattern::bytes(20 << 20);
+    std::fs::write(site.path().join("big.bin"), &body).unwrap();
+    let server = HttpServer::spawn(site.path());
+    let proxy = Fanout::relay(server.addr(), &[]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("big.bin");
+    let status = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-o"])
+        .arg(&out)
+        .arg(format!("http://{}/big.bin", proxy.addr()))
+        .status()
+        .expect("curl on PATH");
+    assert!(status.success(), "curl: {status}");
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "curl's download differs from the file served");
+}
