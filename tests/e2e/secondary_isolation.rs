@@ -7,6 +7,7 @@ use crate::support::proxy::{report_path, Fanout};
 use crate::support::{client, report};
 use serde_json::Value;
 use std::net::Shutdown;
+use std::time::Duration;
 
 const REQUEST: &[u8] = b"PUT /isolation HTTP/1.1\r\nContent-Length: 12\r\n\r\nhello, world";
 
@@ -180,4 +181,33 @@ fn secondary_budget_flag_sets_where_a_never_reader_is_detached() {
     drop(c);
     let sessions = report::wait_for(&path, 1);
     assert_outcome(&sessions[0], &sink.arg(), "detached-budget");
+}
+
+#[test]
+fn flooding_secondary_costs_client_nothing_and_proxy_memory_stays_bounded() {
+    // A secondary that answers 256 MiB to a 100 KiB primary answer: the proxy reads and digests
+    // it all (a secondary is never paused) but keeps only a bounded compare window of it.
+    let len = 256 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::answer(response()));
+    let flood = Backend::spawn(backend::stream(len));
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[flood.arg()],
+        &["--report", path.as_str(), "--secondary-deadline", "120s"],
+    );
+    assert!(client::request(proxy.addr(), REQUEST) == response());
+    let sessions = report::wait_for_within(&path, 1, Duration::from_secs(60));
+    let s = report::backend(&sessions[0], &flood.arg());
+    assert_eq!(s["outcome"], "ok", "{s:#}");
+    assert_eq!(s["bytes_received"], len, "{s:#}");
+    assert_eq!(s["matches_primary"], false, "{s:#}");
+    assert_eq!(
+        s["digest"],
+        format!("{:016x}", pattern::digest(len)),
+        "{s:#}"
+    );
+    let peak = proxy.peak_rss_kib();
+    assert!(peak < 64 * 1024, "proxy peak RSS {peak} KiB");
 }
