@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo test -p fanout-io --test e2e` (the dev profile is quick enough; the whole suite
 //! takes seconds). To run it against another build, e.g. a release binary, set `FANOUT_BIN`:
-//! `FANOUT_BIN=target/release/fanout cargo test -p fanout-io --test e2e`.
+//! `FANOUT_BIN=$PWD/target/release/fanout cargo test -p fanout-io --test e2e` (an absolute path:
+//! cargo runs the tests from `io/`).
 //!
 //! Needs on PATH: `curl`, `python3` (quick start) and `prlimit` from util-linux (descriptor
 //! exhaustion). Every socket has timeouts and every wait a deadline: a broken proxy fails a test

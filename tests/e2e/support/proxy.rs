@@ -206,6 +206,27 @@ impl Fanout {
         Duration::from_millis(ticks * 1000 / hz)
     }
 
+    /// Time the process's threads spent running or waiting to run (from
+    /// /proc/PID/task/*/schedstat). Unlike CPU time, this does not shrink when other processes
+    /// crowd the machine: a thread that spins is runnable all the time, whether or not it gets a
+    /// core, while one that sleeps is not.
+    pub fn runnable_time(&self) -> Duration {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("fanout is running: /proc/PID/task readable");
+        let mut ns = 0u64;
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue; // the thread just exited
+            };
+            let f: Vec<u64> = stat
+                .split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            ns += f[0] + f[1];
+        }
+        Duration::from_nanos(ns)
+    }
+
     /// Whether the process has exited (and its status, which is kept).
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
