@@ -271,19 +271,22 @@ impl FullBacklog {
         listener.listen(1).unwrap();
         let addr = listener.local_addr().unwrap().as_socket().unwrap();
         let mut fillers = Vec::new();
-        // Connect until one attempt times out: from then on the queue is full and SYNs are dropped.
+        // Connect until two attempts in a row time out: from then on the queue is full and SYNs
+        // are dropped (one timeout alone might be a slow machine).
+        let mut timeouts = 0;
         for _ in 0..64 {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             match s.connect_timeout(&addr.into(), Duration::from_millis(200)) {
-                Ok(()) => fillers.push(s),
-                Err(_) => {
-                    fillers.push(s);
-                    return FullBacklog {
-                        _listener: listener,
-                        _fillers: fillers,
-                        addr,
-                    };
-                }
+                Ok(()) => timeouts = 0,
+                Err(_) => timeouts += 1,
+            }
+            fillers.push(s);
+            if timeouts == 2 {
+                return FullBacklog {
+                    _listener: listener,
+                    _fillers: fillers,
+                    addr,
+                };
             }
         }
         panic!("64 connects to a backlog-1 listener that never accepts all succeeded");
