@@ -69,6 +69,13 @@ fn em_proxy_form_listens_on_loopback_and_fans_out_to_every_secondary() {
 }
 
 #[test]
+fn em_proxy_form_with_listen_address_and_no_secondaries_relays() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::start(&args(["-l", "127.0.0.1:0", "-r", &b.arg()]));
+    assert_eq!(client::request(proxy.addr(), b"em-proxy"), b"em-proxy");
+}
+
+#[test]
 fn bare_listen_port_listens_on_loopback() {
     let b = Backend::spawn(backend::echo);
     let proxy = Fanout::start(&args(["relay", "--listen", "0", "--to", &b.arg()]));

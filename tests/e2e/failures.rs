@@ -141,6 +141,21 @@ fn idle_timeout_closes_idle_session() {
 }
 
 #[test]
+fn idle_timeout_spares_a_session_whose_bytes_keep_moving() {
+    // Older than its idle timeout, but never idle for long: it must live on, then be closed once
+    // it does go quiet.
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--idle-timeout", "1500ms"]);
+    let mut c = proxy.connect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        client::echoes(&mut c, b'.');
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
 fn max_connections_holds_third_client_until_one_leaves() {
     let b = Backend::spawn(backend::echo);
     let proxy = Fanout::relay(b.addr(), &["--max-connections", "2"]);
