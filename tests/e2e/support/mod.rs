@@ -4,8 +4,6 @@
 //! Every socket this harness opens has read and write timeouts, and every wait has a deadline, so
 //! a broken proxy fails a test with a message instead of hanging the suite.
 
-#![allow(dead_code)] // each test module uses a different part of the harness
-
 pub mod backend;
 pub mod client;
 pub mod pattern;

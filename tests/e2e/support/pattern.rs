@@ -131,11 +131,6 @@ impl Verifier {
         self.offset += data.len() as u64;
     }
 
-    /// Bytes verified so far.
-    pub fn len(&self) -> u64 {
-        self.offset
-    }
-
     /// XXH3-64 of the bytes verified so far.
     pub fn digest(&self) -> u64 {
         self.hash.digest()
