@@ -7,22 +7,25 @@ use crate::support::{client, report};
 use std::io::Write;
 use std::net::Shutdown;
 
-/// The backend sends 64 KiB, then waits for the test's go-ahead, which the test gives only after
-/// those 64 KiB reached the client through `proxy`. A proxy that held the response back would leave
-/// the client's read to time out.
+/// What the gated backend sends before it waits, and in all.
+const FIRST: u64 = 64 * 1024;
+const TOTAL: u64 = 4 * MIB;
+
+/// The backend sends [`FIRST`] bytes, then waits for the test's go-ahead, which the test gives
+/// only after those bytes reached the client through `proxy`. A proxy that held the response back
+/// would leave the client's read to time out.
 fn first_bytes_arrive_before_backend_finishes(proxy: &Fanout, gate: &Gate) {
-    let first = 64 * 1024;
     let mut c = proxy.connect();
     let mut v = Verifier::new();
-    v.read_exactly(&mut c, first);
+    v.read_exactly(&mut c, FIRST);
     gate.open();
-    assert_eq!(v.read_to_eof(&mut c), 4 * MIB);
+    assert_eq!(v.read_to_eof(&mut c), TOTAL);
 }
 
 #[test]
 fn relay_forwards_first_bytes_before_backend_finishes() {
     let gate = Gate::default();
-    let b = Backend::spawn(backend::gated_stream(64 * 1024, 4 * MIB, gate.clone()));
+    let b = Backend::spawn(backend::gated_stream(FIRST, TOTAL, gate.clone()));
     let proxy = Fanout::relay(b.addr(), &[]);
     first_bytes_arrive_before_backend_finishes(&proxy, &gate);
 }
@@ -30,8 +33,8 @@ fn relay_forwards_first_bytes_before_backend_finishes() {
 #[test]
 fn duplex_forwards_first_bytes_before_backend_finishes() {
     let gate = Gate::default();
-    let primary = Backend::spawn(backend::gated_stream(64 * 1024, 4 * MIB, gate.clone()));
-    let secondary = Backend::spawn(backend::stream(4 * MIB));
+    let primary = Backend::spawn(backend::gated_stream(FIRST, TOTAL, gate.clone()));
+    let secondary = Backend::spawn(backend::stream(TOTAL));
     let proxy = Fanout::duplex(primary.addr(), &[secondary.arg()], &[]);
     first_bytes_arrive_before_backend_finishes(&proxy, &gate);
 }
