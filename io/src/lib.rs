@@ -19,6 +19,7 @@
 pub mod addr;
 pub mod cli;
 mod clock;
+mod config_file;
 mod driver;
 pub mod error;
 mod listener;
