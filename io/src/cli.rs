@@ -70,7 +70,7 @@ pub enum Mode {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Address to listen on: IP:PORT (IPv6 as [::1]:PORT), HOST:PORT, or a bare port (127.0.0.1).
+    /// Address to listen on: IP:PORT, HOST:PORT (IPv6 in brackets), or a bare port (127.0.0.1).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// The backend: IP:PORT, HOST:PORT or unix:/path.
@@ -82,7 +82,7 @@ pub struct RelayArgs {
 
 #[derive(Debug, Args)]
 pub struct DuplexArgs {
-    /// Address to listen on: IP:PORT (IPv6 as [::1]:PORT), HOST:PORT, or a bare port (127.0.0.1).
+    /// Address to listen on: IP:PORT, HOST:PORT (IPv6 in brackets), or a bare port (127.0.0.1).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// The backend whose response the client hears.
