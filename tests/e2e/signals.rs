@@ -134,3 +134,25 @@ fn sigterm_with_two_threads_closes_every_listener_and_drains_every_session() {
     let status = proxy.wait_exit(LIVENESS);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", proxy.stderr());
 }
+
+#[test]
+fn drain_ends_when_a_lingering_secondary_reaches_its_deadline() {
+    // The client is done and gone; only a slow secondary keeps the session open. Its deadline
+    // (1 s), not the 30 s default drain timeout, decides when the process may exit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::answer(b"done".to_vec()));
+    let slow = Backend::spawn(backend::slow_reader);
+    let mut proxy = Fanout::duplex(
+        primary.addr(),
+        &[slow.arg()],
+        &["--report", path.as_str(), "--secondary-deadline", "1s"],
+    );
+    assert_eq!(client::request(proxy.addr(), b"finish up"), b"done");
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(LIVENESS).code(), Some(0));
+    let sessions = report::read(&path);
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    let s = report::backend(&sessions[0], &slow.arg());
+    assert_eq!(s["outcome"], "detached-deadline", "{s:#}");
+}
