@@ -301,6 +301,19 @@ fn missing_config_file_exits_2_naming_it() {
 }
 
 #[test]
+fn unix_listen_address_exits_2_with_message() {
+    // unix:/path is for backends only.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix:{}", dir.path().join("listen.sock").display());
+    let out = run_to_exit(
+        &args(["relay", "--listen", &sock, "--to", "127.0.0.1:9"]),
+        LIVENESS,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.contains("unix:"), "{out:?}");
+}
+
+#[test]
 fn address_in_use_exits_1_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
