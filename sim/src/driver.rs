@@ -9,7 +9,7 @@
 use crate::observe::Observer;
 use bytes::Bytes;
 use fanout_engine::{Command, Config, ConnId, Engine, Event, Failure, Instant, Peer, SockId};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -49,6 +49,10 @@ struct Sock {
     paused: bool,
     /// The reader is waiting for a credit it was not given because the socket was paused.
     owed: bool,
+    /// Set when the socket is closed: the writer drops queued data but still sends a FIN it was
+    /// asked for, then sends one of its own, as a kernel does after `close()`.
+    closing: Rc<Cell<bool>>,
+    /// The reader (or the connect attempt): stopped at once on close.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -59,6 +63,7 @@ impl Sock {
             credit: Arc::new(Semaphore::new(0)),
             paused: false,
             owed: false,
+            closing: Rc::default(),
             tasks: vec![task],
         }
     }
@@ -66,6 +71,7 @@ impl Sock {
 
 impl Drop for Sock {
     fn drop(&mut self) {
+        self.closing.set(true);
         for t in &self.tasks {
             t.abort();
         }
@@ -116,13 +122,20 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
         })
     };
     let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteOp>();
-    let writer = {
-        let tx = tx.clone();
+    let closing: Rc<Cell<bool>> = Rc::default();
+    // The writer outlives a close until its FIN is out; the socket drops with it.
+    {
+        let (tx, closing) = (tx.clone(), closing.clone());
         tokio::task::spawn_local(async move {
+            let mut shut = false;
             while let Some(op) = wrx.recv().await {
                 let result = match op {
+                    WriteOp::Data(_) if closing.get() => continue,
                     WriteOp::Data(data) => wr.write_all(&data).await.map(|_| data.len()),
-                    WriteOp::Shutdown => wr.shutdown().await.map(|_| 0),
+                    WriteOp::Shutdown => {
+                        shut = true;
+                        wr.shutdown().await.map(|_| 0)
+                    }
                 };
                 let event = match result {
                     Ok(0) => continue,
@@ -141,14 +154,18 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
                     return;
                 }
             }
-        })
-    };
+            if !shut {
+                let _ = wr.shutdown().await;
+            }
+        });
+    }
     Sock {
         writer: Some(wtx),
         credit,
         paused: false,
         owed: false,
-        tasks: vec![reader, writer],
+        closing,
+        tasks: vec![reader],
     }
 }
 

@@ -9,7 +9,15 @@ use fanout_engine::{Outcome, Role};
 pub(crate) fn check(plan: &Plan, seen: &Observed) -> Result<(), String> {
     // Liveness: after the faults healed, every client finished within the liveness phase.
     if let Some(e) = &seen.sim_error {
-        return Err(format!("liveness: the run did not complete: {e}"));
+        let stuck: Vec<u32> = plan
+            .clients
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| !seen.shared.clients.contains_key(id))
+            .collect();
+        return Err(format!(
+            "liveness: the run did not complete ({e}); clients still running: {stuck:?}"
+        ));
     }
     if let Some(v) = seen.obs.violations.first() {
         return Err(format!("invariant: {v}"));
