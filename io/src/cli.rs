@@ -104,7 +104,8 @@ pub struct Common {
     /// Close a session with no bytes moving for this long [default: 300s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Open client connections at most; past it fanout stops accepting [default: 10000].
+    /// Open client connections at most (shared out between --threads loops); past it fanout
+    /// stops accepting [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Unflushed bytes per socket above which its feeder is paused [default: 256KiB].
