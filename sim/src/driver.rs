@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use turmoil::net::{TcpListener, TcpStream};
 
-/// The largest single read, in bytes.
-pub const READ_SIZE: usize = 16 * 1024;
+/// The largest single read, in bytes. Small, because a turmoil socket buffers a fixed number of
+/// segments (64) whatever their size: with 2 KiB writes a peer that stops reading pushes back
+/// after about 128 KiB, as a real socket buffer would.
+pub const READ_SIZE: usize = 2 * 1024;
 
 /// What the proxy host runs.
 #[derive(Clone, Debug)]
@@ -84,11 +85,11 @@ fn failure_of(e: &std::io::Error) -> Failure {
 
 /// Starts the reader and writer tasks of an established socket.
 fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> Sock {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = crate::conn::split(stream);
     let credit = Arc::new(Semaphore::new(1));
     let reader = {
         let (tx, credit) = (tx.clone(), credit.clone());
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             let mut buf = vec![0u8; READ_SIZE];
             loop {
                 match credit.acquire().await {
@@ -117,7 +118,7 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
     let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteOp>();
     let writer = {
         let tx = tx.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn_local(async move {
             while let Some(op) = wrx.recv().await {
                 let result = match op {
                     WriteOp::Data(data) => wr.write_all(&data).await.map(|_| data.len()),
@@ -217,7 +218,7 @@ pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::
                     };
                     let (host, port) = spec.backends[b.0 as usize].clone();
                     let tx = tx.clone();
-                    let task = tokio::spawn(async move {
+                    let task = tokio::task::spawn_local(async move {
                         let msg = match TcpStream::connect((host.as_str(), port)).await {
                             Ok(stream) => Msg::Connected(sock, stream),
                             Err(e) => Msg::Event(Event::ConnectFailed {

@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
 
 pub const PROXY_PORT: u16 = 9000;
@@ -65,7 +64,7 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = crate::conn::split(stream);
     let request = request_bytes(&plan, plan.response_len);
     let writer = async {
         let limit = plan.vanish_after.map_or(request.len(), |v| 12 + v as usize);
@@ -142,7 +141,7 @@ async fn serve(
     stream: TcpStream,
     shared: SharedRef,
 ) -> std::io::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = crate::conn::split(stream);
     match kind {
         Some(SecondaryKind::NeverReads) => {
             // Hold the connection open, never reading, until the peer goes away.

@@ -10,6 +10,7 @@
 //! A run is reproducible from `(scenario, seed)`: [`run::run`] returns the digest of every engine
 //! input and output, identical for the same pair in any process.
 
+pub mod conn;
 pub mod driver;
 pub mod hosts;
 #[cfg(feature = "sim-mutants")]

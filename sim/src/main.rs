@@ -34,6 +34,9 @@ enum Cmd {
         /// A scenario name, or `all`.
         #[arg(long, default_value = "all")]
         scenario: String,
+        /// With --seed: also print the report outcomes and backpressure counts.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// List the scenarios.
     List,
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             seed,
             seeds,
             scenario,
+            verbose,
         } => {
             let scenarios = match scenarios(&scenario) {
                 Ok(s) => s,
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
                 }
             };
             match (seed, seeds) {
-                (Some(seed), _) => run_one(&scenarios, seed),
+                (Some(seed), _) => run_one(&scenarios, seed, verbose),
                 (None, Some(range)) => swarm(&scenarios, range),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
@@ -118,7 +122,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_one(scenarios: &[Scenario], seed: u64) -> ExitCode {
+fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
     let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
     let mut failed = false;
     let mut last_digest = 0;
@@ -134,6 +138,12 @@ fn run_one(scenarios: &[Scenario], seed: u64) -> ExitCode {
             r.failures,
             r.digest
         );
+        if verbose {
+            for ((role, outcome), n) in &r.outcomes {
+                println!("  {role:?} {outcome:?}: {n}");
+            }
+            println!("  reads paused: {}", r.pauses);
+        }
         if r.failure.is_some() {
             failed = true;
             println!("  reproduce: {}", repro(s, seed));

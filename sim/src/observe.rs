@@ -17,10 +17,26 @@ pub struct Observer {
     pub accepted: u64,
     /// `Failed` and `ConnectFailed` events seen: how often faults reached the engine.
     pub failures: u64,
+    /// `PauseRead` commands: how often backpressure engaged.
+    pub pauses: u64,
     /// The engine's state after its last step.
     pub engine_idle: bool,
     pub sessions: usize,
     limits: Option<Config>,
+    /// `SIM_TRACE=1`: print every input and output to stderr.
+    print: bool,
+}
+
+/// Shortens a trace line whose payload is long.
+fn abbreviate(line: &str) -> String {
+    if line.len() <= 200 {
+        return line.to_string();
+    }
+    let cut = (0..=160)
+        .rev()
+        .find(|&i| line.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{} …({} bytes)\n", &line[..cut], line.len())
 }
 
 impl Observer {
@@ -28,6 +44,7 @@ impl Observer {
         Observer {
             limits: Some(cfg.clone()),
             engine_idle: true,
+            print: std::env::var_os("SIM_TRACE").is_some(),
             ..Observer::default()
         }
     }
@@ -40,12 +57,23 @@ impl Observer {
         }
         self.steps += 1;
         // The client's address carries turmoil's ephemeral port, which is deterministic too.
-        self.trace.update(format!("{now:?} {event:?}\n").as_bytes());
+        let line = format!("{now:?} {event:?}\n");
+        if self.print {
+            eprint!("in  {}", abbreviate(&line));
+        }
+        self.trace.update(line.as_bytes());
     }
 
     /// Records a command; `known` tells whether the driver holds the socket it names.
     pub fn output(&mut self, cmd: &Command, known: impl Fn(SockId) -> bool) {
-        self.trace.update(format!("{cmd:?}\n").as_bytes());
+        let line = format!("{cmd:?}\n");
+        if self.print {
+            eprint!("out {}", abbreviate(&line));
+        }
+        self.trace.update(line.as_bytes());
+        if matches!(cmd, Command::PauseRead { .. }) {
+            self.pauses += 1;
+        }
         let named = match cmd {
             Command::Write { sock, .. }
             | Command::Shutdown { sock }

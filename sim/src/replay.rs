@@ -16,7 +16,6 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
 
 /// Faults a replay may inject into the secondaries' links and hosts.
@@ -59,7 +58,7 @@ pub struct ReplayResult {
 
 async fn play_stream(
     stream: &Stream,
-    wr: &mut turmoil::net::tcp::OwnedWriteHalf,
+    wr: &mut crate::conn::WriteHalf,
     start: tokio::time::Instant,
 ) -> std::io::Result<()> {
     for chunk in &stream.chunks {
@@ -83,7 +82,7 @@ async fn backend(streams: Rc<Vec<Stream>>) -> turmoil::Result {
         n += 1;
         tokio::task::spawn_local(async move {
             let start = tokio::time::Instant::now();
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, mut wr) = crate::conn::split(stream);
             let drain = async {
                 let mut buf = vec![0u8; 8192];
                 while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
@@ -179,7 +178,7 @@ pub fn replay(
             tokio::time::sleep(delay).await;
             let stream = TcpStream::connect(("proxy", PROXY_PORT)).await?;
             let start = tokio::time::Instant::now();
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, mut wr) = crate::conn::split(stream);
             let reader = async {
                 let mut got = Vec::new();
                 let mut buf = vec![0u8; 8192];

@@ -23,6 +23,10 @@ pub struct RunResult {
     pub sessions: u64,
     /// Socket failures the engine saw.
     pub failures: u64,
+    /// Reads paused by backpressure.
+    pub pauses: u64,
+    /// Every backend outcome in the reports, as (role, outcome) counts.
+    pub outcomes: std::collections::BTreeMap<(fanout_engine::Role, fanout_engine::Outcome), u64>,
 }
 
 /// Virtual time the liveness phase may take after the last fault heals.
@@ -160,6 +164,14 @@ pub fn run(scenario: Scenario, seed: u64) -> RunResult {
         steps: seen.obs.steps,
         sessions: seen.obs.accepted,
         failures: seen.obs.failures,
+        pauses: seen.obs.pauses,
+        outcomes: seen.obs.reports.iter().flat_map(|r| &r.backends).fold(
+            Default::default(),
+            |mut m, b| {
+                *m.entry((b.role, b.outcome)).or_default() += 1;
+                m
+            },
+        ),
     }
 }
 

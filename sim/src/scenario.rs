@@ -167,7 +167,7 @@ pub fn sim_config(secondaries: u16) -> Config {
         max_connections: 1000,
         high_water: 32 * 1024,
         low_water: 8 * 1024,
-        secondary_budget: 64 * 1024,
+        secondary_budget: 32 * 1024,
         secondary_deadline: Duration::from_secs(2),
         compare_window: 64 * 1024,
         connect_timeout: Duration::from_secs(1),
@@ -189,9 +189,10 @@ impl Plan {
         };
         let mut clients = Vec::new();
         for id in 0..n_clients {
-            let big = matches!(scenario, SlowClient | DuplexNeverReads | DuplexSlowReader);
+            let big = matches!(scenario, SlowClient | DuplexSlowReader);
             let (req_max, resp_max) = match scenario {
                 Churn => (2_000, 8_000),
+                DuplexNeverReads => (600_000, 100_000),
                 _ if big => (160_000, 400_000),
                 _ => (64_000, 200_000),
             };
