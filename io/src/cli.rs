@@ -558,6 +558,36 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_of_flag_wins_over_the_file() {
+        let f = config_file(
+            "listen = 9100\nto = \"8081\"\nidle-timeout = \"300ms\"\nhigh-water = \"512KiB\"\nmax-connections = 5\nreport = \"/tmp/from-file\"\n",
+        );
+        let s = ok(&[
+            "relay",
+            "--config",
+            f.path(),
+            "--listen",
+            "9200",
+            "--to",
+            "8082",
+            "--idle-timeout",
+            "60s",
+            "--high-water",
+            "1MiB",
+            "--max-connections",
+            "6",
+            "--report",
+            "/tmp/from-flag",
+        ]);
+        assert_eq!(s.listen, "127.0.0.1:9200".parse().unwrap());
+        assert_eq!(names(&s), ["127.0.0.1:8082"]);
+        assert_eq!(s.engine.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.engine.high_water, 1 << 20);
+        assert_eq!(s.engine.max_connections, 6);
+        assert_eq!(s.report, Some(PathBuf::from("/tmp/from-flag")));
+    }
+
+    #[test]
     fn config_file_with_secondaries_for_duplex() {
         let f = config_file(
             "listen = \"127.0.0.1:0\"\nprimary = \"8081\"\nsecondary = [\"8082\", \"8083\"]\n",
