@@ -104,7 +104,8 @@ pub struct Common {
     /// Close a session with no bytes moving for this long [default: 300s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Open client connections at most; past it fanout stops accepting [default: 10000].
+    /// Open client connections at most (shared out between --threads loops); past it fanout
+    /// stops accepting [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Unflushed bytes per socket above which its feeder is paused [default: 256KiB].
@@ -554,6 +555,36 @@ mod tests {
         assert_eq!(s.engine.high_water, 512 << 10);
         assert_eq!(s.engine.low_water, 1024);
         assert_eq!(s.threads, 1, "the flag wins over the file");
+    }
+
+    #[test]
+    fn every_kind_of_flag_wins_over_the_file() {
+        let f = config_file(
+            "listen = 9100\nto = \"8081\"\nidle-timeout = \"300ms\"\nhigh-water = \"512KiB\"\nmax-connections = 5\nreport = \"/tmp/from-file\"\n",
+        );
+        let s = ok(&[
+            "relay",
+            "--config",
+            f.path(),
+            "--listen",
+            "9200",
+            "--to",
+            "8082",
+            "--idle-timeout",
+            "60s",
+            "--high-water",
+            "1MiB",
+            "--max-connections",
+            "6",
+            "--report",
+            "/tmp/from-flag",
+        ]);
+        assert_eq!(s.listen, "127.0.0.1:9200".parse().unwrap());
+        assert_eq!(names(&s), ["127.0.0.1:8082"]);
+        assert_eq!(s.engine.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.engine.high_water, 1 << 20);
+        assert_eq!(s.engine.max_connections, 6);
+        assert_eq!(s.report, Some(PathBuf::from("/tmp/from-flag")));
     }
 
     #[test]
