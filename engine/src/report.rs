@@ -74,7 +74,7 @@ pub struct BackendReport {
     /// Bytes read from the backend.
     pub bytes_received: u64,
     pub outcome: Outcome,
-    /// 64-bit FNV-1a digest of the whole response.
+    /// XXH3-64 digest of the whole response.
     pub digest: u64,
     /// For a secondary: whether its response equals the primary's. `None` for the primary.
     pub matches_primary: Option<bool>,

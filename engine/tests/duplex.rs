@@ -205,3 +205,21 @@ fn primary_failure_still_lets_secondaries_finish_for_the_report() {
     assert_eq!(r.backends[1].bytes_received, 11);
     h.assert_quiescent();
 }
+
+#[test]
+fn a_silent_secondary_differs_at_offset_zero_even_past_the_compare_window() {
+    let cfg = Config {
+        compare_window: 16,
+        ..duplex(1)
+    };
+    let mut h = Harness::new(cfg);
+    h.open(1);
+    h.read(backend(1, P), &[9; 100]); // more than the window, nothing from the secondary
+    h.eof(backend(1, S1));
+    h.exchange(1, b"", b"");
+    let s = &h.reports[0].backends[1];
+    assert_eq!(
+        (s.matches_primary, s.first_difference),
+        (Some(false), Some(0))
+    );
+}
