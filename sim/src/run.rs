@@ -86,7 +86,9 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
     }
     // The auditor outlives the clients by every deadline, so the engine's last timers have fired
     // when the run ends and the quiescence oracle reads its final state.
-    let settle = plan.cfg.secondary_deadline + plan.cfg.connect_timeout + Duration::from_secs(2);
+    let settle = (plan.cfg.secondary_deadline + plan.cfg.connect_timeout)
+        .max(plan.cfg.idle_timeout)
+        + Duration::from_secs(2);
     {
         let (shared, n) = (shared.clone(), plan.clients.len());
         sim.client("auditor", async move {

@@ -167,11 +167,13 @@ pub fn sim_config(secondaries: u16) -> Config {
         max_connections: 1000,
         high_water: 32 * 1024,
         low_water: 8 * 1024,
-        secondary_budget: 32 * 1024,
+        secondary_budget: 64 * 1024,
         secondary_deadline: Duration::from_secs(2),
         compare_window: 64 * 1024,
         connect_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(30),
+        // Short, because it is what ends sessions whose peer vanished without a reset reaching
+        // the proxy (turmoil does not wake a writer blocked on a socket the peer dropped).
+        idle_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(5),
     }
 }
