@@ -38,6 +38,7 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------------------------------ process cleanup
 PIDS=()          # every long-running process we started, in start order
+CHILD=""         # the wrk or curl being waited for
 WORK=""          # the temp dir (holds configs, logs and the large file)
 
 stop_pid() {     # stop_pid PID: TERM, then KILL after ~3s; also its direct children (nginx workers)
@@ -58,6 +59,7 @@ stop_pid() {     # stop_pid PID: TERM, then KILL after ~3s; also its direct chil
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
+    [[ -n $CHILD ]] && stop_pid "$CHILD"
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
     if [[ -n $WORK && -d $WORK ]]; then
         rm -f "$WORK/www/large"
@@ -71,6 +73,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
+
+# wrk catches SIGINT and exits 0, and bash then skips its own INT trap while that was the foreground
+# command ("wait and cooperative exit"). Waiting on a background child instead lets the trap run at
+# once, so Ctrl-C stops the whole run, not just the current measurement.
+run_child() {    # run_child OUTFILE CMD...: run CMD to its end, stdout+stderr to OUTFILE; its exit status
+    local out=$1
+    shift
+    "$@" >"$out" 2>&1 &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
 
 # ---------------------------------------------------------------------------------------- prerequisites
 install_missing() {
@@ -306,7 +322,7 @@ WRK_ARGS=(-t "$THREADS" -c "$CONNECTIONS" --latency)
 
 check_target() { # one small and one ranged large request must come back whole and exact
     local t=$1 addr=${ADDR[$1]}
-    if ! curl -sf --max-time 5 -o "$WORK/check.small" "http://$addr/small"; then
+    if ! run_child /dev/null curl -sf --max-time 5 -o "$WORK/check.small" "http://$addr/small"; then
         fail "$t" "GET /small failed"
         return 1
     fi
@@ -320,11 +336,11 @@ measure_rps() {  # measure_rps TARGET ROUND: one wrk run; appends rps, p99, CPU/
     local t=$1 round=$2 addr=${ADDR[$1]} pid=${PROXY_PID[$1]:-} out="$WORK/logs/wrk-$1-$2.txt"
     local c0=0 c1=0 t0 t1
     if [[ $WARMUP != 0 ]]; then
-        "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$WARMUP" "http://$addr/small" >/dev/null 2>&1 || true
+        run_child /dev/null "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$WARMUP" "http://$addr/small" || true
     fi
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     t0=$(now_ns)
-    if ! "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$DURATION" "http://$addr/small" >"$out" 2>&1; then
+    if ! run_child "$out" "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$DURATION" "http://$addr/small"; then
         fail "$t" "wrk exited non-zero (see $out)"
         return 1
     fi
@@ -364,8 +380,8 @@ measure_mbps() { # measure_mbps TARGET ROUND: LARGE_FETCHES downloads on one con
     for ((i = 0; i < LARGE_FETCHES; i++)); do urls+=(-o /dev/null "http://$addr/large"); done
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
     t0=$(now_ns)
-    if ! "${PIN_LOAD[@]}" curl -s --max-time 120 -w '%{http_code} %{size_download}\n' \
-        "${urls[@]}" >"$out" 2>&1; then :; fi
+    if ! run_child "$out" "${PIN_LOAD[@]}" curl -s --max-time 120 -w '%{http_code} %{size_download}\n' \
+        "${urls[@]}"; then :; fi
     t1=$(now_ns)
     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
     local good
