@@ -1,0 +1,678 @@
+//! The command line and the config file, turned into [`Settings`].
+//!
+//! Three forms (see CONTRACT.md):
+//!
+//! ```text
+//! fanout relay  --listen ADDR --to ADDR [COMMON]
+//! fanout duplex --listen ADDR --primary ADDR --secondary ADDR [--secondary ADDR ...] [COMMON]
+//! fanout -l PORT|ADDR -r ADDR [-d ADDR,ADDR,...] [COMMON]          (the em-proxy form)
+//! ```
+//!
+//! `--config FILE` reads a TOML file with the same keys in kebab-case (`listen`, `to`, `primary`,
+//! `secondary`, `report`, `connect-timeout`, ...); a flag given on the command line wins over the
+//! file. Every problem here is a usage error (exit status 2).
+
+use crate::addr::{self, Backend};
+use crate::error::Error;
+use crate::units::{parse_duration, parse_size};
+use clap::{Args, Parser, Subcommand};
+use fanout_engine::Config;
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A programmable TCP proxy: relay a client to one backend, or duplicate its traffic to
+/// secondaries and compare their responses with the primary's.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fanout",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a subcommand, fanout takes em-proxy's flags: fanout -l 9000 -r 127.0.0.1:8080 -d 127.0.0.1:8081"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+    #[command(flatten)]
+    pub em: EmArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The em-proxy form's flags.
+#[derive(Debug, Args)]
+pub struct EmArgs {
+    /// Port or address to listen on (a bare port listens on 127.0.0.1).
+    #[arg(short = 'l', long = "listen", value_name = "PORT|ADDR")]
+    pub listen: Option<String>,
+    /// The primary backend: its response goes back to the client.
+    #[arg(short = 'r', long = "remote", value_name = "ADDR")]
+    pub remote: Option<String>,
+    /// Secondary backends, comma-separated: they get a copy of the client's bytes.
+    #[arg(
+        short = 'd',
+        long = "duplicate",
+        value_name = "ADDR,ADDR,...",
+        value_delimiter = ','
+    )]
+    pub duplicate: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Forward every client to one backend.
+    Relay(RelayArgs),
+    /// Forward every client to a primary and copy its bytes to secondaries; report differences.
+    Duplex(DuplexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT or a bare port (127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The backend: IP:PORT, HOST:PORT or unix:/path.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct DuplexArgs {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT or a bare port (127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The backend whose response the client hears.
+    #[arg(long, value_name = "ADDR")]
+    pub primary: Option<String>,
+    /// A backend that gets a copy of the client's bytes (repeat for more).
+    #[arg(long, value_name = "ADDR")]
+    pub secondary: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags every form takes. All optional here so the config file can supply them.
+#[derive(Debug, Args, Default)]
+pub struct Common {
+    /// How long a backend connect may take [default: 5s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Close a session with no bytes moving for this long [default: 300s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Open client connections at most; past it fanout stops accepting [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Unflushed bytes per socket above which its feeder is paused [default: 256KiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub high_water: Option<u64>,
+    /// Unflushed bytes at which a paused feeder resumes [default: 64KiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub low_water: Option<u64>,
+    /// Unflushed bytes a secondary may hold before it is detached [default: 4MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub secondary_budget: Option<u64>,
+    /// How long a secondary may go on after the primary finished [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub secondary_deadline: Option<Duration>,
+    /// After SIGTERM/SIGINT, how long open sessions may take to finish [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// Event loops (each with its own SO_REUSEPORT listener) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Append one JSON line per finished session to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// TOML file with the same keys as the flags (kebab-case); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Debug logs, and one summary line per session on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Everything `fanout` needs to run, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Index is the engine's `BackendId`: the primary first, then the secondaries.
+    pub backends: Vec<Backend>,
+    pub engine: Config,
+    pub threads: usize,
+    pub report: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+/// What went wrong parsing the command line.
+#[derive(Debug)]
+pub enum CliError {
+    /// Clap's own error (also `--help` and `--version`, which are not failures): print it with
+    /// `exit()`.
+    Clap(clap::Error),
+    /// Everything checked after clap: exit status 2 with this message.
+    Usage(Error),
+}
+
+/// Parses the command line (including `argv[0]`) and any config file it names.
+pub fn parse<I, T>(args: I) -> Result<Settings, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(CliError::Clap)?;
+    settings(cli).map_err(|m| CliError::Usage(Error::Usage(m)))
+}
+
+/// The config file's keys: the flags' long names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<Scalar>,
+    to: Option<String>,
+    primary: Option<String>,
+    secondary: Option<OneOrMany>,
+    report: Option<PathBuf>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    high_water: Option<Scalar>,
+    low_water: Option<Scalar>,
+    secondary_budget: Option<Scalar>,
+    secondary_deadline: Option<String>,
+    drain_timeout: Option<String>,
+    threads: Option<usize>,
+    verbose: Option<bool>,
+}
+
+/// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Int(u64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn read_config(path: &std::path::Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// The listen address, backends and common flags of whichever form was used.
+struct Chosen {
+    listen: Option<String>,
+    primary: Option<String>,
+    secondaries: Vec<String>,
+    common: Common,
+    /// How to name the flags in error messages.
+    form: &'static str,
+    listen_flag: &'static str,
+    primary_flag: &'static str,
+}
+
+fn settings(cli: Cli) -> Result<Settings, String> {
+    let chosen = match cli.mode {
+        Some(Mode::Relay(a)) => Chosen {
+            listen: a.listen,
+            primary: a.to,
+            secondaries: Vec::new(),
+            common: a.common,
+            form: "relay",
+            listen_flag: "--listen ADDR",
+            primary_flag: "--to ADDR",
+        },
+        Some(Mode::Duplex(a)) => Chosen {
+            listen: a.listen,
+            primary: a.primary,
+            secondaries: a.secondary,
+            common: a.common,
+            form: "duplex",
+            listen_flag: "--listen ADDR",
+            primary_flag: "--primary ADDR",
+        },
+        None => {
+            if cli.em.listen.is_none() && cli.em.remote.is_none() && cli.common.config.is_none() {
+                return Err("give a subcommand (relay, duplex) or the em-proxy flags \
+                     -l PORT -r ADDR [-d ADDR,...]; see fanout --help"
+                    .into());
+            }
+            Chosen {
+                listen: cli.em.listen,
+                primary: cli.em.remote,
+                secondaries: cli.em.duplicate,
+                common: cli.common,
+                form: "fanout",
+                listen_flag: "-l PORT|ADDR",
+                primary_flag: "-r ADDR",
+            }
+        }
+    };
+    let file = match &chosen.common.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    build(chosen, file)
+}
+
+fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
+    let is_duplex = c.form == "duplex";
+    let listen = c
+        .listen
+        .or(file.listen.as_ref().map(Scalar::text))
+        .ok_or_else(|| {
+            format!(
+                "{} needs {} (or `listen` in --config)",
+                c.form, c.listen_flag
+            )
+        })?;
+    let from_file_primary = match c.form {
+        "relay" => file.to.clone(),
+        "duplex" => file.primary.clone(),
+        _ => file.primary.clone().or(file.to.clone()),
+    };
+    let primary = c.primary.or(from_file_primary).ok_or_else(|| {
+        format!(
+            "{} needs {} (or `{}` in --config)",
+            c.form,
+            c.primary_flag,
+            if c.form == "relay" { "to" } else { "primary" }
+        )
+    })?;
+    let mut secondaries = c.secondaries;
+    if secondaries.is_empty() && c.form != "relay" {
+        secondaries = match file.secondary {
+            Some(OneOrMany::One(s)) => vec![s],
+            Some(OneOrMany::Many(v)) => v,
+            None => Vec::new(),
+        };
+    }
+    secondaries.retain(|s| !s.trim().is_empty());
+    if is_duplex && secondaries.is_empty() {
+        return Err(
+            "duplex needs at least one --secondary ADDR (or `secondary` in --config)".into(),
+        );
+    }
+    if secondaries.len() >= usize::from(u16::MAX) {
+        return Err("too many secondaries".into());
+    }
+
+    let listen = addr::parse_listen(&listen)?;
+    let mut backends = vec![addr::parse_backend(&primary)?];
+    for s in &secondaries {
+        backends.push(addr::parse_backend(s)?);
+    }
+
+    let cm = c.common;
+    let dur = |flag: Option<Duration>,
+               key: &str,
+               v: &Option<String>|
+     -> Result<Option<Duration>, String> {
+        match (flag, v) {
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(s)) => parse_duration(s)
+                .map(Some)
+                .map_err(|e| format!("config `{key}`: {e}")),
+            (None, None) => Ok(None),
+        }
+    };
+    let size = |flag: Option<u64>, key: &str, v: &Option<Scalar>| -> Result<Option<u64>, String> {
+        match (flag, v) {
+            (Some(n), _) => Ok(Some(n)),
+            (None, Some(s)) => parse_size(&s.text())
+                .map(Some)
+                .map_err(|e| format!("config `{key}`: {e}")),
+            (None, None) => Ok(None),
+        }
+    };
+
+    let mut cfg = Config {
+        secondaries: secondaries.len() as u16,
+        ..Config::default()
+    };
+    if let Some(d) = dur(cm.connect_timeout, "connect-timeout", &file.connect_timeout)? {
+        cfg.connect_timeout = d;
+    }
+    if let Some(d) = dur(cm.idle_timeout, "idle-timeout", &file.idle_timeout)? {
+        cfg.idle_timeout = d;
+    }
+    if let Some(d) = dur(
+        cm.secondary_deadline,
+        "secondary-deadline",
+        &file.secondary_deadline,
+    )? {
+        cfg.secondary_deadline = d;
+    }
+    if let Some(d) = dur(cm.drain_timeout, "drain-timeout", &file.drain_timeout)? {
+        cfg.drain_timeout = d;
+    }
+    if let Some(n) = cm.max_connections.or(file.max_connections) {
+        cfg.max_connections = n;
+    }
+    if let Some(n) = size(cm.high_water, "high-water", &file.high_water)? {
+        cfg.high_water = n;
+    }
+    if let Some(n) = size(cm.low_water, "low-water", &file.low_water)? {
+        cfg.low_water = n;
+    }
+    if let Some(n) = size(
+        cm.secondary_budget,
+        "secondary-budget",
+        &file.secondary_budget,
+    )? {
+        cfg.secondary_budget = n;
+    }
+    let threads = cm.threads.or(file.threads).unwrap_or(1);
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    let report = cm.report.or(file.report);
+    let verbose = cm.verbose || file.verbose.unwrap_or(false);
+    cfg.reports = cfg.secondaries > 0 || report.is_some() || verbose;
+    cfg.validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+
+    Ok(Settings {
+        listen,
+        backends,
+        engine: cfg,
+        threads,
+        report,
+        verbose,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn ok(args: &[&str]) -> Settings {
+        match parse(std::iter::once("fanout").chain(args.iter().copied())) {
+            Ok(s) => s,
+            Err(CliError::Clap(e)) => panic!("clap refused {args:?}: {e}"),
+            Err(CliError::Usage(e)) => panic!("refused {args:?}: {e}"),
+        }
+    }
+
+    /// The exit status the binary would use, and the message.
+    fn bad(args: &[&str]) -> (i32, String) {
+        match parse(std::iter::once("fanout").chain(args.iter().copied())) {
+            Ok(s) => panic!("accepted {args:?}: {s:?}"),
+            Err(CliError::Clap(e)) => (e.exit_code(), e.to_string()),
+            Err(CliError::Usage(e)) => (i32::from(e.exit_code()), e.to_string()),
+        }
+    }
+
+    fn names(s: &Settings) -> Vec<&str> {
+        s.backends.iter().map(|b| b.name.as_str()).collect()
+    }
+
+    #[test]
+    fn relay_form_with_defaults() {
+        let s = ok(&["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:8081"]);
+        assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(names(&s), ["127.0.0.1:8081"]);
+        assert_eq!(s.engine, Config::default());
+        assert_eq!(s.threads, 1);
+        assert!(!s.engine.reports);
+    }
+
+    #[test]
+    fn duplex_form_takes_repeated_secondaries_and_reports() {
+        let s = ok(&[
+            "duplex",
+            "--listen",
+            "9000",
+            "--primary",
+            "8081",
+            "--secondary",
+            "8082",
+            "--secondary",
+            "unix:/tmp/s.sock",
+            "--report",
+            "/tmp/r.jsonl",
+        ]);
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            names(&s),
+            ["127.0.0.1:8081", "127.0.0.1:8082", "unix:/tmp/s.sock"]
+        );
+        assert_eq!(s.engine.secondaries, 2);
+        assert!(s.engine.reports);
+        assert_eq!(s.report, Some(PathBuf::from("/tmp/r.jsonl")));
+    }
+
+    #[test]
+    fn em_proxy_form_with_comma_separated_duplicates() {
+        let s = ok(&[
+            "-l",
+            "9001",
+            "-r",
+            "127.0.0.1:8081",
+            "-d",
+            "127.0.0.1:8082,127.0.0.1:8083",
+            "-v",
+        ]);
+        assert_eq!(s.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(
+            names(&s),
+            ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]
+        );
+        assert!(s.verbose);
+        assert!(s.engine.reports);
+        let s = ok(&["-l", "9001", "-r", "8081"]);
+        assert_eq!(s.engine.secondaries, 0);
+        assert!(!s.engine.reports);
+    }
+
+    #[test]
+    fn verbose_alone_turns_reports_on_for_a_relay() {
+        let s = ok(&["relay", "--listen", "0", "--to", "8081", "-v"]);
+        assert!(s.engine.reports);
+    }
+
+    #[test]
+    fn common_flags_fill_the_engine_config() {
+        let s = ok(&[
+            "relay",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--connect-timeout",
+            "250ms",
+            "--idle-timeout",
+            "2m",
+            "--max-connections",
+            "7",
+            "--high-water",
+            "1MiB",
+            "--low-water",
+            "16KiB",
+            "--secondary-budget",
+            "8MiB",
+            "--secondary-deadline",
+            "1s",
+            "--drain-timeout",
+            "3s",
+            "--threads",
+            "2",
+        ]);
+        let c = &s.engine;
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.high_water, 1 << 20);
+        assert_eq!(c.low_water, 16 << 10);
+        assert_eq!(c.secondary_budget, 8 << 20);
+        assert_eq!(c.secondary_deadline, Duration::from_secs(1));
+        assert_eq!(c.drain_timeout, Duration::from_secs(3));
+        assert_eq!(s.threads, 2);
+    }
+
+    #[test]
+    fn bad_flags_exit_with_status_2() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &["relay", "--listen", "0"],
+            &["relay", "--to", "8081"],
+            &["duplex", "--listen", "0", "--primary", "8081"],
+            &["-l", "9000"],
+            &["-r", "8081"],
+            &["relay", "--listen", "0", "--to", "8081", "--bogus"],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--idle-timeout",
+                "5",
+            ],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--high-water",
+                "4MB",
+            ],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--low-water",
+                "1MiB",
+            ],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--max-connections",
+                "0",
+            ],
+            &["relay", "--listen", "0", "--to", "8081", "--threads", "0"],
+            &["relay", "--listen", "nonsense", "--to", "8081"],
+            &["relay", "--listen", "unix:/tmp/x", "--to", "8081"],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--config",
+                "/nonexistent/fanout.toml",
+            ],
+            &["-l", "9000", "-r", "8081", "relay"],
+        ];
+        for args in cases {
+            let (code, msg) = bad(args);
+            assert_eq!(code, 2, "{args:?}: {msg}");
+            assert!(!msg.is_empty());
+        }
+    }
+
+    #[test]
+    fn missing_flag_message_names_the_flag() {
+        let (_, msg) = bad(&["relay", "--listen", "0"]);
+        assert!(msg.contains("--to"), "{msg}");
+        let (_, msg) = bad(&["duplex", "--listen", "0", "--primary", "1"]);
+        assert!(msg.contains("--secondary"), "{msg}");
+    }
+
+    fn config_file(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    #[test]
+    fn config_file_supplies_keys_and_flags_win() {
+        let f = config_file(
+            "listen = 9100\nto = \"127.0.0.1:8081\"\nidle-timeout = \"1m\"\nhigh-water = \"512KiB\"\nlow-water = 1024\nthreads = 3\n",
+        );
+        let s = ok(&["relay", "--config", f.path(), "--threads", "1"]);
+        assert_eq!(s.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(names(&s), ["127.0.0.1:8081"]);
+        assert_eq!(s.engine.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.engine.high_water, 512 << 10);
+        assert_eq!(s.engine.low_water, 1024);
+        assert_eq!(s.threads, 1, "the flag wins over the file");
+    }
+
+    #[test]
+    fn config_file_with_secondaries_for_duplex() {
+        let f = config_file(
+            "listen = \"127.0.0.1:0\"\nprimary = \"8081\"\nsecondary = [\"8082\", \"8083\"]\n",
+        );
+        let s = ok(&["duplex", "--config", f.path()]);
+        assert_eq!(s.engine.secondaries, 2);
+    }
+
+    #[test]
+    fn config_file_errors_are_usage_errors() {
+        for text in [
+            "listen = 9100\nto = \"8081\"\nbogus-key = 1\n",
+            "listen = 9100\nto = \"8081\"\nidle-timeout = \"forever\"\n",
+            "this is not toml",
+        ] {
+            let f = config_file(text);
+            let (code, msg) = bad(&["relay", "--config", f.path()]);
+            assert_eq!(code, 2, "{text}: {msg}");
+        }
+    }
+
+    /// A scratch file removed on drop (the tests need nothing more than this).
+    mod tempfile_path {
+        pub struct TempPath(std::path::PathBuf);
+
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "fanout-cli-test-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                let mut f = std::fs::File::create(&path).unwrap();
+                super::Write::write_all(&mut f, text.as_bytes()).unwrap();
+                TempPath(path)
+            }
+
+            pub fn path(&self) -> &str {
+                self.0.to_str().unwrap()
+            }
+        }
+
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+}

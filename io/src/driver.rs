@@ -1,0 +1,562 @@
+//! One event loop: a mio `Poll`, an [`Engine`], and the sockets the engine names.
+//!
+//! The loop translates and nothing more:
+//!
+//! - readiness and accepted connections become engine [`Event`]s;
+//! - after every `Engine::handle` the driver drains `poll_command` to `None` and carries out
+//!   each [`Command`] in order. Writes are queued during the drain and flushed right after it,
+//!   so several `Write`s to one socket become one `writev`; events those flushes produce
+//!   (`Flushed`, `Failed`, an immediate `ConnectFailed`) are fed in afterwards, never in the
+//!   middle of a drain;
+//! - the poll timeout is the engine's next deadline; when it passes, `Event::Timeout`.
+//!
+//! Sockets are registered once, readable and writable, edge-triggered, and never re-registered:
+//! pausing a reader is a flag, closing is dropping the descriptor. A socket is read until it
+//! would block, a read comes back short (the kernel buffer is drained), the engine pauses it,
+//! or it has been read [`READS_PER_TURN`] times in this turn; then it goes to the back of the
+//! ready list so one busy socket cannot starve the rest.
+
+use crate::addr::Backend;
+use crate::clock::Clock;
+use crate::report::ReportSink;
+use crate::sockets::{Sock, Sockets};
+use crate::stream::{connect_failure, io_failure, Stream};
+use crate::writeq::Stop;
+use bytes::BytesMut;
+use fanout_engine::{Command, ConnId, Engine, Event, Peer, SockId};
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LISTENER: Token = Token(usize::MAX);
+const DRAIN: Token = Token(usize::MAX - 1);
+
+/// Reads of one socket before it yields to others.
+const READS_PER_TURN: usize = 16;
+/// Accepts in a row before other sockets get a turn.
+const ACCEPTS_PER_TURN: usize = 64;
+/// The read buffer block; reads split `Bytes` off it until less than [`MIN_READ`] is left.
+const READ_BLOCK: usize = 64 * 1024;
+const MIN_READ: usize = 4 * 1024;
+/// Accept back-off after running out of descriptors or memory.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Everything one event loop owns.
+pub(crate) struct Driver {
+    poll: Poll,
+    engine: Engine,
+    clock: Clock,
+    listener: Option<TcpListener>,
+    drain_rx: UnixStream,
+    backends: Arc<[Backend]>,
+    socks: Sockets,
+    /// Read buffer; each read's bytes are split off it as `Bytes`.
+    buf: BytesMut,
+    /// Sockets (and the listener) with work left after their turn.
+    ready: VecDeque<Token>,
+    listener_queued: bool,
+    /// Sockets with queued writes to flush after the current command drain.
+    dirty: Vec<Token>,
+    /// Events produced while carrying out commands, fed to the engine after the drain.
+    pending: VecDeque<Event>,
+    accept: AcceptGate,
+    next_conn: u64,
+    reports: ReportSink,
+    draining: bool,
+    done: bool,
+}
+
+/// Whether the driver may accept now.
+#[derive(Debug, Default)]
+struct AcceptGate {
+    /// `PauseAccept` from the engine.
+    paused: bool,
+    /// Out of descriptors or memory: no accepting until then.
+    backoff_until: Option<std::time::Instant>,
+    /// The current back-off step (zero when not backing off).
+    backoff: Duration,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("engine", &self.engine)
+            .field("sockets", &self.socks.len())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(
+        engine: Engine,
+        clock: Clock,
+        mut listener: TcpListener,
+        mut drain_rx: UnixStream,
+        backends: Arc<[Backend]>,
+        reports: ReportSink,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut drain_rx, DRAIN, Interest::READABLE)?;
+        Ok(Driver {
+            poll,
+            engine,
+            clock,
+            listener: Some(listener),
+            drain_rx,
+            backends,
+            socks: Sockets::default(),
+            buf: BytesMut::with_capacity(READ_BLOCK),
+            ready: VecDeque::new(),
+            listener_queued: false,
+            dirty: Vec::new(),
+            pending: VecDeque::new(),
+            accept: AcceptGate::default(),
+            next_conn: 1,
+            reports,
+            draining: false,
+            done: false,
+        })
+    }
+
+    /// Runs until the engine says `Drained` after a drain request.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.done {
+            let timeout = self.timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_ready(),
+                    DRAIN => self.drain_requested(),
+                    token => self.socket_ready(token, ev),
+                }
+            }
+            self.run_ready();
+            self.expire();
+        }
+        Ok(())
+    }
+
+    /// How long the next poll may block: not at all with work on the ready list, otherwise
+    /// until the engine's next deadline or the end of an accept back-off.
+    fn timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let engine = self.engine.poll_timeout().map(|t| self.clock.to_std(t));
+        let next = match (engine, self.accept.backoff_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    // ---- feeding the engine -------------------------------------------------------------
+
+    /// Hands one event to the engine and carries out everything that follows.
+    fn dispatch(&mut self, event: Event) {
+        self.engine.handle(self.clock.now(), event);
+        self.pump();
+    }
+
+    /// Drains commands, flushes the writes they queued, and feeds back the events that
+    /// produced, until nothing is left.
+    fn pump(&mut self) {
+        loop {
+            while let Some(cmd) = self.engine.poll_command() {
+                self.execute(cmd);
+            }
+            self.flush_dirty();
+            match self.pending.pop_front() {
+                Some(event) => self.engine.handle(self.clock.now(), event),
+                None => break,
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { sock } => self.connect(sock),
+            Command::Write { sock, data } => {
+                if let Some((token, s)) = self.socks.by_id(sock) {
+                    s.queue.push(data);
+                    if !s.dirty {
+                        s.dirty = true;
+                        self.dirty.push(token);
+                    }
+                }
+            }
+            Command::Shutdown { sock } => {
+                if let Some((_, s)) = self.socks.by_id(sock) {
+                    if let Err(e) = s.stream.shutdown_write() {
+                        tracing::debug!("{sock}: shutdown: {e}");
+                    }
+                }
+            }
+            Command::Close { sock } => {
+                if let Some(token) = self.socks.token(sock) {
+                    self.socks.remove(token);
+                }
+            }
+            Command::PauseRead { sock } => {
+                if let Some((_, s)) = self.socks.by_id(sock) {
+                    s.read_paused = true;
+                }
+            }
+            Command::ResumeRead { sock } => {
+                if let Some((token, s)) = self.socks.by_id(sock) {
+                    s.read_paused = false;
+                    if s.wants_read() && !s.queued {
+                        s.queued = true;
+                        self.ready.push_back(token);
+                    }
+                }
+            }
+            Command::PauseAccept => self.accept.paused = true,
+            Command::ResumeAccept => {
+                self.accept.paused = false;
+                self.queue_listener();
+            }
+            Command::Report(r) => self.reports.emit(&r),
+            Command::Drained => self.done = true,
+        }
+    }
+
+    // ---- sockets ------------------------------------------------------------------------
+
+    fn connect(&mut self, sock: SockId) {
+        let Peer::Backend(b) = sock.peer else {
+            return;
+        };
+        let Some(backend) = self.backends.get(usize::from(b.0)) else {
+            tracing::error!("{sock}: the engine asked for a backend that is not configured");
+            self.pending.push_back(Event::ConnectFailed {
+                sock,
+                reason: fanout_engine::Failure::Other,
+            });
+            return;
+        };
+        let stream = match Stream::connect(&backend.target) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("{sock}: connect to {} failed: {e}", backend.name);
+                self.pending.push_back(Event::ConnectFailed {
+                    sock,
+                    reason: connect_failure(&e),
+                });
+                return;
+            }
+        };
+        let token = self.socks.insert(Sock::new(sock, stream, true));
+        let s = self.socks.get_mut(token).expect("just inserted");
+        if let Err(e) = self.poll.registry().register(
+            &mut s.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("{sock}: cannot register a backend socket: {e}");
+            self.socks.remove(token);
+            self.pending.push_back(Event::ConnectFailed {
+                sock,
+                reason: fanout_engine::Failure::Other,
+            });
+        }
+    }
+
+    /// A readiness event for a client or backend socket.
+    fn socket_ready(&mut self, token: Token, ev: &mio::event::Event) {
+        let Some(s) = self.socks.get_mut(token) else {
+            return; // closed earlier in this round
+        };
+        if s.connecting {
+            match s.stream.connect_result() {
+                Ok(false) => return,
+                Ok(true) => {
+                    s.connecting = false;
+                    let sock = s.id;
+                    self.dispatch(Event::Connected { sock });
+                }
+                Err(e) => {
+                    let sock = s.id;
+                    tracing::debug!("{sock}: connect failed: {e}");
+                    self.socks.remove(token);
+                    self.dispatch(Event::ConnectFailed {
+                        sock,
+                        reason: connect_failure(&e),
+                    });
+                    return;
+                }
+            }
+        }
+        let Some(s) = self.socks.get_mut(token) else {
+            return;
+        };
+        if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+            s.write_blocked = false;
+            if !s.queue.is_empty() {
+                self.flush(token);
+                self.pump();
+            }
+        }
+        let Some(s) = self.socks.get_mut(token) else {
+            return;
+        };
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            // An error surfaces from the next read.
+            s.readable = true;
+            self.read_some(token);
+        }
+    }
+
+    /// Reads `token` until it would block, the engine pauses it, or its turn is over.
+    fn read_some(&mut self, token: Token) {
+        for _ in 0..READS_PER_TURN {
+            let Some(s) = self.socks.get_mut(token) else {
+                return;
+            };
+            if !s.wants_read() {
+                return;
+            }
+            if self.buf.capacity() < MIN_READ {
+                // Reclaims the block if every `Bytes` split off it is gone; else a new block.
+                self.buf.reserve(READ_BLOCK);
+            }
+            let spare = self.buf.spare_capacity_mut();
+            let room = spare.len();
+            match s.stream.recv(spare) {
+                Ok(0) => {
+                    s.read_closed = true;
+                    s.readable = false;
+                    let sock = s.id;
+                    self.dispatch(Event::ReadClosed { sock });
+                    return;
+                }
+                Ok(n) => {
+                    // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+                    unsafe { self.buf.set_len(n) };
+                    if n < room {
+                        // A short read emptied the kernel's buffer; with edge-triggered epoll
+                        // new data brings a new event, so skip the read that would block.
+                        s.readable = false;
+                    }
+                    let sock = s.id;
+                    let data = self.buf.split().freeze();
+                    tracing::trace!("{sock}: read {n} bytes");
+                    self.dispatch(Event::Read { sock, data });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let sock = s.id;
+                    tracing::debug!("{sock}: read failed: {e}");
+                    self.socks.remove(token);
+                    self.dispatch(Event::Failed {
+                        sock,
+                        reason: io_failure(&e),
+                    });
+                    return;
+                }
+            }
+        }
+        if let Some(s) = self.socks.get_mut(token) {
+            if s.wants_read() && !s.queued {
+                s.queued = true;
+                self.ready.push_back(token);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &token in &dirty {
+            if let Some(s) = self.socks.get_mut(token) {
+                s.dirty = false;
+                self.flush(token);
+            }
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
+    }
+
+    /// Writes what `token` has queued; the outcome goes to `pending`.
+    fn flush(&mut self, token: Token) {
+        let Some(s) = self.socks.get_mut(token) else {
+            return;
+        };
+        if s.write_blocked || s.queue.is_empty() {
+            return;
+        }
+        let (written, stop) = s.queue.write_to(&mut s.stream);
+        let sock = s.id;
+        if written > 0 {
+            tracing::trace!("{sock}: wrote {written} bytes");
+            self.pending.push_back(Event::Flushed {
+                sock,
+                bytes: written,
+            });
+        }
+        match stop {
+            Stop::Empty => {}
+            Stop::Blocked => s.write_blocked = true,
+            Stop::Failed(e) => {
+                tracing::debug!("{sock}: write failed: {e}");
+                self.socks.remove(token);
+                self.pending.push_back(Event::Failed {
+                    sock,
+                    reason: io_failure(&e),
+                });
+            }
+        }
+    }
+
+    /// Gives every socket on the ready list (as it is now) another turn.
+    fn run_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                break;
+            };
+            if token == LISTENER {
+                self.listener_queued = false;
+                self.accept_ready();
+                continue;
+            }
+            if let Some(s) = self.socks.get_mut(token) {
+                s.queued = false;
+                self.read_some(token);
+            }
+        }
+    }
+
+    // ---- accepting ----------------------------------------------------------------------
+
+    fn queue_listener(&mut self) {
+        if !self.listener_queued && self.listener.is_some() {
+            self.listener_queued = true;
+            self.ready.push_back(LISTENER);
+        }
+    }
+
+    /// Accepts until the listener would block, the engine pauses accepting, or the turn ends.
+    fn accept_ready(&mut self) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if self.accept.paused || self.accept.backoff_until.is_some() {
+                return;
+            }
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, addr)) => {
+                    self.accept.backoff = Duration::ZERO;
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("accepted {addr}: cannot set TCP_NODELAY: {e}");
+                    }
+                    let conn = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    let sock = SockId::client(conn);
+                    let token = self
+                        .socks
+                        .insert(Sock::new(sock, Stream::Tcp(stream), false));
+                    let s = self.socks.get_mut(token).expect("just inserted");
+                    if let Err(e) = self.poll.registry().register(
+                        &mut s.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        tracing::warn!("accepted {addr}: cannot register: {e}");
+                        self.socks.remove(token);
+                        continue;
+                    }
+                    tracing::debug!("conn {}: accepted {addr}", conn.0);
+                    self.dispatch(Event::Accepted {
+                        conn,
+                        client: addr.to_string(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_out_of_resources(&e) => {
+                    self.back_off(&e);
+                    return;
+                }
+                // ECONNABORTED, EINTR, EPERM (firewall): this one connection is lost.
+                Err(e) => tracing::debug!("accept: {e}"),
+            }
+        }
+        self.queue_listener();
+    }
+
+    fn back_off(&mut self, e: &io::Error) {
+        let gate = &mut self.accept;
+        if gate.backoff.is_zero() {
+            tracing::warn!("cannot accept: {e}; pausing accepts (backing off up to 1s)");
+            gate.backoff = BACKOFF_FIRST;
+        } else {
+            gate.backoff = (gate.backoff * 2).min(BACKOFF_MAX);
+        }
+        gate.backoff_until = Some(std::time::Instant::now() + gate.backoff);
+    }
+
+    // ---- time and draining --------------------------------------------------------------
+
+    /// Fires the engine's timers and ends an accept back-off when their time has come.
+    fn expire(&mut self) {
+        if let Some(at) = self.engine.poll_timeout() {
+            if self.clock.now() >= at {
+                self.dispatch(Event::Timeout);
+            }
+        }
+        if let Some(until) = self.accept.backoff_until {
+            if std::time::Instant::now() >= until {
+                self.accept.backoff_until = None;
+                self.queue_listener();
+            }
+        }
+    }
+
+    /// SIGTERM/SIGINT or a `Stopper`: close the listener so new connects are refused, then
+    /// let the engine drain.
+    fn drain_requested(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.drain_rx).read(&mut buf), Ok(n) if n > 0) {}
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        tracing::info!(
+            "draining: no longer accepting; {} open session(s) may finish",
+            self.engine.session_count()
+        );
+        self.dispatch(Event::Drain);
+    }
+}
+
+fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

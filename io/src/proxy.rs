@@ -1,0 +1,101 @@
+//! A whole proxy: its listeners bound, one event loop per thread, run until drained.
+
+use crate::cli::Settings;
+use crate::clock::Clock;
+use crate::driver::Driver;
+use crate::error::{describe, Error};
+use crate::listener;
+use crate::report::ReportSink;
+use crate::signals::{self, Stopper};
+use fanout_engine::Engine;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A bound, not yet running proxy. Binding happens in [`Proxy::bind`] so that the caller can
+/// print the listening address (and fail on a busy port) before anything runs.
+#[derive(Debug)]
+pub struct Proxy {
+    drivers: Vec<Driver>,
+    local_addr: SocketAddr,
+    stopper: Stopper,
+}
+
+impl Proxy {
+    /// Binds `settings.threads` listeners and prepares one event loop for each.
+    pub fn bind(settings: &Settings) -> Result<Proxy, Error> {
+        let listeners = listener::bind(settings.listen, settings.threads)?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let clock = Clock::start();
+        let names: Arc<[String]> = settings.backends.iter().map(|b| b.name.clone()).collect();
+        let backends: Arc<[_]> = settings.backends.clone().into();
+        let sink = ReportSink::open(
+            settings.report.as_deref(),
+            settings.verbose,
+            names,
+            clock.wall_epoch,
+        )
+        .map_err(|e| {
+            let path = settings.report.as_deref().unwrap_or("-".as_ref()).display();
+            Error::Runtime(format!("cannot open report file {path}: {}", describe(&e)))
+        })?;
+        let mut drivers = Vec::new();
+        let mut triggers = Vec::new();
+        for l in listeners {
+            let runtime =
+                |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
+            let (rx, tx) = signals::trigger().map_err(runtime)?;
+            let engine = Engine::new(settings.engine.clone())
+                .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
+            drivers.push(
+                Driver::new(engine, clock, l, rx, backends.clone(), sink.clone())
+                    .map_err(runtime)?,
+            );
+            triggers.push(tx);
+        }
+        Ok(Proxy {
+            drivers,
+            local_addr,
+            stopper: Stopper { triggers },
+        })
+    }
+
+    /// The address the listeners are bound to (with the port the OS picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that makes every loop drain, as SIGTERM does.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Runs every loop (the first on this thread) until all have drained.
+    pub fn run(self) -> Result<(), Error> {
+        let mut drivers = self.drivers.into_iter();
+        let first = drivers.next().expect("at least one loop");
+        let others: Vec<_> = drivers
+            .enumerate()
+            .map(|(i, d)| {
+                std::thread::Builder::new()
+                    .name(format!("fanout-loop-{}", i + 1))
+                    .spawn(move || d.run())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Runtime(format!("cannot start an event loop thread: {e}")))?;
+        let mut result = first.run().map_err(loop_failed);
+        for t in others {
+            let r = match t.join() {
+                Ok(r) => r.map_err(loop_failed),
+                Err(_) => Err(Error::Runtime("an event loop panicked".into())),
+            };
+            result = result.and(r);
+        }
+        result
+    }
+}
+
+fn loop_failed(e: std::io::Error) -> Error {
+    Error::Runtime(format!("event loop failed: {e}"))
+}
