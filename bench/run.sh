@@ -70,7 +70,7 @@ done
 WRK_ARGS=(-t "$THREADS" -c "$CONNECTIONS" --latency)
 [[ $NEW_CONN == 1 ]] && WRK_ARGS+=(-H "Connection: close")
 
-check_target() { # one small and one ranged large request must come back whole and exact
+check_target() { # GET /small through the target must return the file, byte for byte
     local t=$1 addr=${ADDR[$1]}
     if ! run_child /dev/null curl -sf --max-time 5 -o "$WORK/check.small" "http://$addr/small"; then
         fail "$t" "GET /small failed"
@@ -185,6 +185,19 @@ ratio() {        # ratio A B: A/B as "0.93x"; "-" when either is missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'
 }
 ref() { if [[ -n ${LABEL[$1]:-} && " ${TARGET_LIST[*]} " == *" $1 "* ]]; then echo "${M[$1.$2]}"; else echo nan; fi; }
+per_round() {    # per_round A B METRIC: A/B of each round, as "1.02x 0.97x 1.10x"
+    paste -d' ' "$WORK/res/$1.$3" "$WORK/res/$2.$3" | awk '{ printf "%s%.2fx", (NR > 1 ? " " : ""), $1 / $2 }'
+}
+verdict() {      # the one comparison fanout is built for: relay against HAProxy
+    local rps cpu goal
+    rps=$(ratio "${M[relay.rps]}" "${M[haproxy.rps]}")
+    cpu=$(ratio "${M[relay.cpu]}" "${M[haproxy.cpu]}")
+    goal="met"
+    awk -v r="${rps%x}" -v c="${cpu%x}" 'BEGIN { exit !(r > 1 && c < 1) }' || goal="NOT met"
+    echo "**fanout relay vs HAProxy: req/s $rps, CPU/req $cpu** (medians; per round: req/s" \
+        "$(per_round relay haproxy rps), CPU/req $(per_round relay haproxy cpu))." \
+        "Goal (req/s > 1x and CPU/req < 1x): $goal."
+}
 
 COMMIT=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null || COMMIT+="+dirty"
@@ -198,6 +211,7 @@ REPORT="$WORK/report.md"
     echo "- throughput: $LARGE_FETCHES x $LARGE_MIB MiB GET /large with curl over one connection"
     echo "- pinning: $PINNING"
     echo "- $RUNS round(s), targets round-robin; each number is the median over the rounds"
+    echo "- command: $(env | grep '^BENCH_' | sort | tr '\n' ' ')bench/run.sh"
     echo
     echo "| target | req/s | p99 ms | proxy CPU µs/req | proxy CPU % | MB/s | proxy CPU ms/GiB |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
@@ -217,6 +231,10 @@ REPORT="$WORK/report.md"
         failed "$t" && continue
         echo "| ${LABEL[$t]} | $(ratio "${M[$t.rps]}" "$(ref direct rps)") | $(ratio "${M[$t.rps]}" "$(ref haproxy rps)") | $(ratio "${M[$t.p99]}" "$(ref direct p99)") | $(ratio "${M[$t.p99]}" "$(ref haproxy p99)") | $(ratio "${M[$t.cpu]}" "$(ref haproxy cpu)") | $(ratio "${M[$t.mbps]}" "$(ref direct mbps)") | $(ratio "${M[$t.mbps]}" "$(ref haproxy mbps)") | $(ratio "${M[$t.cpugib]}" "$(ref haproxy cpugib)") |"
     done
+    if [[ " ${TARGET_LIST[*]} " == *" relay "*" haproxy "* ]] && ! failed relay && ! failed haproxy; then
+        echo
+        verdict
+    fi
 } >"$REPORT"
 
 echo
