@@ -145,13 +145,25 @@ prepare() {      # prepare NEEDS_FANOUT(0|1)
 # -------------------------------------------------------------------------------------------- helpers
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+port_taken() {   # port_taken PORT: some TCP socket (listening, connected or in TIME-WAIT) has it
+    local hex
+    hex=$(printf '%04X' "$1")
+    port_in_use "$1" && return 0
+    awk -v h=":$hex" 'substr($2, length($2) - 4) == h { found = 1; exit } END { exit !found }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
 USED_PORTS=" "
 pick_port() {    # pick_port VAR: a free loopback port into VAR, distinct from the ones picked before
-    local p i
+    # Below the kernel's ephemeral range, so no outgoing connection of the run can hold it.
+    local p i low=32768 span
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$((low - 10000))
+    ((span >= 1000)) || span=20000
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % span))
         [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$p" && continue
+        port_taken "$p" && continue
         USED_PORTS+="$p "
         printf -v "$1" '%s' "$p"
         return 0

@@ -8,6 +8,7 @@
 #   BENCH_TARGETS=relay,duplex,haproxy bench/profile.sh
 #
 # Knobs: BENCH_PROFILE_DURATION (5s) per measurement, BENCH_CONNECTIONS (64), BENCH_THREADS (1),
+# BENCH_NEW_CONN (0; 1: a new connection per request),
 # BENCH_TOP (25) functions shown, plus lib.sh's (BENCH_PIN, BENCH_FANOUT_BIN, ...).
 set -euo pipefail
 
@@ -31,7 +32,8 @@ fi
 make_workdir
 start_backends
 
-WRK_ARGS=(-t "$THREADS" -c "$CONNECTIONS" -d "$DURATION")
+WRK_ARGS=(-t "$THREADS" -c "$CONNECTIONS" -d "$DURATION") # a later -d overrides this one
+if [[ ${BENCH_NEW_CONN:-0} == 1 ]]; then WRK_ARGS+=(-H "Connection: close"); fi
 
 perf_works() { perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; }
 
@@ -102,7 +104,7 @@ PROFILED=()
 for t in "${TARGET_LIST[@]}"; do
     [[ $t == direct ]] && continue
     start_target "$t" || die "$START_ERROR"
-    run_child /dev/null "${PIN_LOAD[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d 1s "http://${ADDR[$t]}/small" || true
+    run_child /dev/null "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d 1s "http://${ADDR[$t]}/small" || true
     syscalls_per_request "$t"
     hot_functions "$t"
     PROFILED+=("$t")
