@@ -188,6 +188,9 @@ impl Driver {
     }
 
     fn execute(&mut self, cmd: Command) {
+        if tracing::enabled!(tracing::Level::TRACE) && !matches!(cmd, Command::Write { .. }) {
+            tracing::trace!("command {cmd:?}");
+        }
         match cmd {
             Command::Connect { sock } => self.connect(sock),
             Command::Write { sock, data } => {
@@ -317,6 +320,7 @@ impl Driver {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             // An error surfaces from the next read.
             s.readable = true;
+            s.peer_closed |= ev.is_read_closed() || ev.is_error();
             self.read_some(token);
         }
     }
@@ -347,9 +351,10 @@ impl Driver {
                 Ok(n) => {
                     // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
                     unsafe { self.buf.set_len(n) };
-                    if n < room {
+                    if n < room && !s.peer_closed {
                         // A short read emptied the kernel's buffer; with edge-triggered epoll
-                        // new data brings a new event, so skip the read that would block.
+                        // new data brings a new event, so skip the read that would block. Not
+                        // after a FIN: its edge came with this data and will not come again.
                         s.readable = false;
                     }
                     let sock = s.id;

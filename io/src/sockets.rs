@@ -20,6 +20,9 @@ pub(crate) struct Sock {
     /// The socket may hold unread data (edge-triggered: set by a readiness event, cleared by a
     /// read that came back short or with `WouldBlock`).
     pub readable: bool,
+    /// The peer's FIN (or a hang-up) was signalled: read until EOF, short reads included,
+    /// since no further edge will come.
+    pub peer_closed: bool,
     /// The engine said `PauseRead`.
     pub read_paused: bool,
     /// EOF was read; nothing more will be.
@@ -40,6 +43,7 @@ impl Sock {
             stream,
             connecting,
             readable: false,
+            peer_closed: false,
             read_paused: false,
             read_closed: false,
             write_blocked: false,
