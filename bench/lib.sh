@@ -188,6 +188,10 @@ cpu_ticks() {    # utime+stime of a whole process (all threads), in clock ticks
     awk '{ print $12 + $13 }' <<<"$stat"    # fields 14 and 15 of the full line
 }
 
+cpu_busy_ticks() { # cpu_busy_ticks N: ticks CPU N spent busy since boot (all but idle and iowait)
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 now_ns() { date +%s%N; }
 
 # ------------------------------------------------------------------------------- files and configs

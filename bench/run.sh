@@ -84,17 +84,19 @@ check_target() { # GET /small through the target must return the file, byte for 
 
 measure_rps() {  # measure_rps TARGET ROUND: one wrk run; appends rps, p99, CPU/req to res/
     local t=$1 round=$2 addr=${ADDR[$1]} pid=${PROXY_PID[$1]:-} out="$WORK/logs/wrk-$1-$2.txt"
-    local c0=0 c1=0 t0 t1
+    local c0=0 c1=0 t0 t1 b0=0 b1=0
     if [[ $WARMUP != 0 ]]; then
         run_child /dev/null "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$WARMUP" "http://$addr/small" || true
     fi
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    ((${#PIN_PROXY[@]})) && b0=$(cpu_busy_ticks "$PROXY_CPU")
     t0=$(now_ns)
     if ! run_child "$out" "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d "$DURATION" "http://$addr/small"; then
         fail "$t" "wrk exited non-zero (see $out)"
         return 1
     fi
     t1=$(now_ns)
+    ((${#PIN_PROXY[@]})) && b1=$(cpu_busy_ticks "$PROXY_CPU")
     if [[ -n $pid ]]; then
         kill -0 "$pid" 2>/dev/null || { fail "$t" "proxy process died"; return 1; }
         c1=$(cpu_ticks "$pid")
@@ -121,7 +123,15 @@ measure_rps() {  # measure_rps TARGET ROUND: one wrk run; appends rps, p99, CPU/
         awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f\n", d / hz / (ns / 1e9) * 100 }' \
             >>"$WORK/res/$t.cpupct"
     fi
-    log "  $t round $round: $rps req/s, p99 $p99, $reqs requests"
+    local others=""
+    if ((${#PIN_PROXY[@]})); then
+        # Busy time of the proxy's CPU not spent by the proxy: other work on the machine.
+        others=$(awk -v d=$((b1 - b0 - (c1 - c0))) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
+            'BEGIN { v = d / hz / (ns / 1e9) * 100; printf "%.0f\n", (v < 0 ? 0 : v) }')
+        echo "$others" >>"$WORK/res/$t.others"
+        others=", others on cpu $PROXY_CPU: $others%"
+    fi
+    log "  $t round $round: $rps req/s, p99 $p99, $reqs requests$others"
 }
 
 measure_mbps() { # measure_mbps TARGET ROUND: LARGE_FETCHES downloads on one connection
@@ -129,6 +139,7 @@ measure_mbps() { # measure_mbps TARGET ROUND: LARGE_FETCHES downloads on one con
     local c0=0 c1=0 t0 t1 out="$WORK/logs/curl-$1-$2.txt"
     for ((i = 0; i < LARGE_FETCHES; i++)); do urls+=(-o /dev/null "http://$addr/large"); done
     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")
+    ((${#PIN_PROXY[@]})) && b0=$(cpu_busy_ticks "$PROXY_CPU")
     t0=$(now_ns)
     if ! run_child "$out" "${PIN_LOAD[@]}" curl -s --max-time 120 -w '%{http_code} %{size_download}\n' \
         "${urls[@]}"; then :; fi
@@ -173,7 +184,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # ------------------------------------------------------------------------------------------ the report
 declare -A M=()
 for t in "${TARGET_LIST[@]}"; do
-    for m in rps p99 cpu cpupct mbps cpugib; do M[$t.$m]=$(median "$WORK/res/$t.$m"); done
+    for m in rps p99 cpu cpupct others mbps cpugib; do M[$t.$m]=$(median "$WORK/res/$t.$m"); done
 done
 
 fmt() {          # fmt VALUE DECIMALS: "-" for a missing value
@@ -213,14 +224,14 @@ REPORT="$WORK/report.md"
     echo "- $RUNS round(s), targets round-robin; each number is the median over the rounds"
     echo "- command: $(env | grep '^BENCH_' | sort | tr '\n' ' ')bench/run.sh"
     echo
-    echo "| target | req/s | p99 ms | proxy CPU µs/req | proxy CPU % | MB/s | proxy CPU ms/GiB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p99 ms | proxy CPU µs/req | proxy CPU % | others on proxy CPU % | MB/s | proxy CPU ms/GiB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for t in "${TARGET_LIST[@]}"; do
         if failed "$t"; then
-            echo "| ${LABEL[$t]} | FAILED: $(<"$WORK/res/$t.fail") ||||||"
+            echo "| ${LABEL[$t]} | FAILED: $(<"$WORK/res/$t.fail") |||||||"
             continue
         fi
-        echo "| ${LABEL[$t]} | $(fmt "${M[$t.rps]}" 0) | $(fmt "${M[$t.p99]}" 3) | $(fmt "${M[$t.cpu]}" 2) | $(fmt "${M[$t.cpupct]}" 0) | $(fmt "${M[$t.mbps]}" 0) | $(fmt "${M[$t.cpugib]}" 0) |"
+        echo "| ${LABEL[$t]} | $(fmt "${M[$t.rps]}" 0) | $(fmt "${M[$t.p99]}" 3) | $(fmt "${M[$t.cpu]}" 2) | $(fmt "${M[$t.cpupct]}" 0) | $(fmt "${M[$t.others]}" 0) | $(fmt "${M[$t.mbps]}" 0) | $(fmt "${M[$t.cpugib]}" 0) |"
     done
     echo
     echo "Ratios (req/s and MB/s: higher is better; p99 and CPU: lower is better)"
