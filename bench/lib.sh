@@ -194,6 +194,25 @@ cpu_busy_ticks() { # cpu_busy_ticks N: ticks CPU N spent busy since boot (all bu
 
 now_ns() { date +%s%N; }
 
+busy_pct() {     # busy_pct: how busy all CPUs together were over the next second, in percent
+    local a b
+    a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 1
+    b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        busy = y[1] - x[1]; all = busy + y[2] - x[2]; printf "%.0f\n", all ? busy * 100 / all : 0 }'
+}
+
+wait_quiet() {   # wait_quiet SECONDS: until the machine is under 10% busy, for SECONDS at most
+    local limit=$1 i pct
+    for ((i = 0; i < limit; i += 1)); do
+        pct=$(busy_pct)
+        ((pct < 10)) && { log "machine quiet ($pct% busy)"; return 0; }
+        ((i % 15 == 0)) && log "waiting for a quiet machine: $pct% busy"
+    done
+    log "machine still busy after ${limit}s; measuring anyway (numbers will be noisy)"
+}
+
 # ------------------------------------------------------------------------------- files and configs
 make_workdir() {
     local i

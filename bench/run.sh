@@ -20,6 +20,7 @@ THREADS=${BENCH_THREADS:-1}              # wrk -t
 RUNS=${BENCH_RUNS:-3}                    # rounds; each metric is the median over the rounds
 TARGETS=${BENCH_TARGETS:-direct,relay,duplex,haproxy}
 NEW_CONN=${BENCH_NEW_CONN:-0}            # 1: "Connection: close", a new TCP connection per request
+WAIT_QUIET=${BENCH_WAIT_QUIET:-0}        # wait up to this many seconds for the machine to be <10% busy
 LARGE_FETCHES=${BENCH_LARGE_FETCHES:-1}  # downloads of /large per target per round (one keep-alive connection)
 # BENCH_SMALL_BYTES, BENCH_LARGE_MIB, BENCH_PIN, BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_FANOUT_BIN and
 # BENCH_INSTALL are read by lib.sh.
@@ -161,6 +162,7 @@ measure_mbps() { # measure_mbps TARGET ROUND: LARGE_FETCHES downloads on one con
 }
 
 # ------------------------------------------------------------------------------------------- the run
+if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
