@@ -17,6 +17,7 @@ PROXY_CPU=${BENCH_PROXY_CPU:-1}
 LOAD_CPU=${BENCH_LOAD_CPU:-0}
 FANOUT_BIN=${BENCH_FANOUT_BIN:-}         # use this binary instead of building target/release/fanout
 INSTALL=${BENCH_INSTALL:-1}              # 0: never run apt-get
+NICE=${BENCH_NICE:-0}                    # e.g. -10: the benchmark's processes get the CPU before others'
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
@@ -131,6 +132,10 @@ prepare() {      # prepare NEEDS_FANOUT(0|1)
     # HAProxy refuses to start when maxconn needs more descriptors than the limit allows.
     HAPROXY_MAXCONN=$((($(ulimit -n) - 100) / 2))
     if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
+    if [[ $NICE != 0 ]]; then
+        # Everything started from here on (nginx, proxies, wrk, curl) inherits this, alike for all.
+        renice -n "$NICE" -p $$ >/dev/null || die "renice -n $NICE failed (negative values need root)"
+    fi
     PIN_PROXY=()
     PIN_LOAD=()
     if [[ $PIN == 1 ]] && (($(nproc) >= 2)); then
