@@ -22,7 +22,7 @@ TARGETS=${BENCH_TARGETS:-direct,relay,duplex,haproxy}
 NEW_CONN=${BENCH_NEW_CONN:-0}            # 1: "Connection: close", a new TCP connection per request
 WAIT_QUIET=${BENCH_WAIT_QUIET:-0}        # wait up to this many seconds for the machine to be <10% busy
 LARGE_FETCHES=${BENCH_LARGE_FETCHES:-1}  # downloads of /large per target per round (one keep-alive connection)
-# BENCH_SMALL_BYTES, BENCH_LARGE_MIB, BENCH_PIN, BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_FANOUT_BIN and
+# BENCH_SMALL_BYTES, BENCH_LARGE_MIB, BENCH_PIN, BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_NICE, BENCH_FANOUT_BIN and
 # BENCH_INSTALL are read by lib.sh.
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
