@@ -2,6 +2,7 @@
 # Where does a proxy's time go? For each proxy target, under the same wrk load as bench/run.sh:
 #   1. syscalls per request, by syscall (perf's syscall tracepoints; strace -c -f if perf can't),
 #   2. the hottest functions, user and kernel (perf record -e cpu-clock, flat profile),
+#   3. the syscalls of one request on a new connection, in order (strace),
 # side by side for fanout and HAProxy. Writes bench/results/profile.md.
 #
 #   bench/profile.sh                      # relay and haproxy
@@ -99,6 +100,28 @@ hot_functions() { # hot_functions TARGET: perf's flat profile into res/T.hot
     log "  $t: $(wrk_requests "$WORK/logs/$t-hot.wrk") requests while sampling"
 }
 
+one_request_trace() { # one_request_trace TARGET: the proxy's syscalls for one request on a new connection
+    local t=$1 pid=${PROXY_PID[$1]} tool_pid i
+    if ! command -v strace >/dev/null; then
+        echo "(strace not installed)" >"$WORK/res/$t.seq"
+        return 0
+    fi
+    strace -f -p "$pid" -o "$WORK/logs/$t.seq.strace" 2>/dev/null &
+    tool_pid=$!
+    PIDS+=("$tool_pid")
+    sleep 0.5
+    run_child /dev/null curl -s --max-time 5 -H "Connection: close" -o /dev/null "http://${ADDR[$t]}/small" || true
+    sleep 0.3
+    kill -INT "$tool_pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$tool_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # Drop the pid column and the trailing wait that strace's detaching interrupts.
+    sed -e 's/^[0-9]* *//' -e '/<detached \.\.\.>/d' -e '/^---/d' "$WORK/logs/$t.seq.strace" \
+        | cut -c1-150 >"$WORK/res/$t.seq"
+}
+
 log "profiling: $TARGETS; wrk ${WRK_ARGS[*]}; pinning: $PINNING"
 PROFILED=()
 for t in "${TARGET_LIST[@]}"; do
@@ -107,6 +130,7 @@ for t in "${TARGET_LIST[@]}"; do
     run_child /dev/null "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d 1s "http://${ADDR[$t]}/small" || true
     syscalls_per_request "$t"
     hot_functions "$t"
+    one_request_trace "$t"
     PROFILED+=("$t")
 done
 
@@ -142,6 +166,14 @@ mkdir -p "$RESULTS_DIR"
         echo
         echo '```'
         cat "$WORK/res/$t.hot"
+        echo '```'
+    done
+    for t in "${PROFILED[@]}"; do
+        echo
+        echo "## One request on a new connection: $t's syscalls, in order (strace)"
+        echo
+        echo '```'
+        cat "$WORK/res/$t.seq"
         echo '```'
     done
 } >"$REPORT"
