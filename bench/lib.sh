@@ -17,6 +17,8 @@ PROXY_CPU=${BENCH_PROXY_CPU:-1}
 LOAD_CPU=${BENCH_LOAD_CPU:-0}
 FANOUT_BIN=${BENCH_FANOUT_BIN:-}         # use this binary instead of building target/release/fanout
 INSTALL=${BENCH_INSTALL:-1}              # 0: never run apt-get
+HAPROXY_GLOBAL=${BENCH_HAPROXY_GLOBAL:-} # extra lines for haproxy's global section, ';'-separated
+HAPROXY_DEFAULTS=${BENCH_HAPROXY_DEFAULTS:-} # ... and for its defaults section
 NICE=${BENCH_NICE:-0}                    # e.g. -10: the benchmark's processes get the CPU before others'
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -129,8 +131,9 @@ prepare() {      # prepare NEEDS_FANOUT(0|1)
     if [[ $1 == 1 ]]; then build_fanout; fi
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     CLK_TCK=$(getconf CLK_TCK)
-    # HAProxy refuses to start when maxconn needs more descriptors than the limit allows.
-    HAPROXY_MAXCONN=$((($(ulimit -n) - 100) / 2))
+    # HAProxy refuses to start when maxconn needs more descriptors than the limit allows
+    # (2 sockets per connection, and 2 pipe ends more with splicing).
+    HAPROXY_MAXCONN=$((($(ulimit -n) - 100) / 4))
     if ((HAPROXY_MAXCONN > 10000)); then HAPROXY_MAXCONN=10000; fi
     if [[ $NICE != 0 ]]; then
         # Everything started from here on (nginx, proxies, wrk, curl) inherits this, alike for all.
@@ -270,11 +273,13 @@ EOF
 global
     nbthread 1
     maxconn $HAPROXY_MAXCONN
+$(tr ';' '\n' <<<"$HAPROXY_GLOBAL" | sed 's/^ */    /')
 defaults
     mode tcp
     timeout connect 5s
     timeout client 300s
     timeout server 300s
+$(tr ';' '\n' <<<"$HAPROXY_DEFAULTS" | sed 's/^ */    /')
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend nginx

@@ -223,6 +223,9 @@ REPORT="$WORK/report.md"
     echo "- wrk ${WRK_ARGS[*]} -d $DURATION (warm-up $WARMUP) on GET /small ($SMALL_BYTES-byte body)$([[ $NEW_CONN == 1 ]] && echo ", a new connection per request")"
     echo "- throughput: $LARGE_FETCHES x $LARGE_MIB MiB GET /large with curl over one connection"
     echo "- pinning: $PINNING; nice $NICE for every process of the benchmark"
+    if [[ -n $HAPROXY_GLOBAL$HAPROXY_DEFAULTS ]]; then
+        echo "- haproxy config beyond the defaults: global '$HAPROXY_GLOBAL', defaults '$HAPROXY_DEFAULTS'"
+    fi
     echo "- $RUNS round(s), targets round-robin; each number is the median over the rounds"
     echo "- command: $(env | grep '^BENCH_' | sort | tr '\n' ' ')bench/run.sh"
     echo
