@@ -216,7 +216,7 @@ wait_quiet() {   # wait_quiet SECONDS: until the machine is under 10% busy, for 
     for ((i = 0; i < limit; i += 1)); do
         pct=$(busy_pct)
         ((pct < 10)) && { log "machine quiet ($pct% busy)"; return 0; }
-        ((i % 15 == 0)) && log "waiting for a quiet machine: $pct% busy"
+        ((i % 60 == 0)) && log "waiting for a quiet machine: $pct% busy"
     done
     log "machine still busy after ${limit}s; measuring anyway (numbers will be noisy)"
 }
