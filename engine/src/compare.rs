@@ -88,8 +88,9 @@ pub(crate) enum Comparison {
     },
     /// The responses first differ at this offset.
     DiffersAt(u64),
-    /// A backlog passed the window; only digests and lengths are compared from here on.
-    GaveUp,
+    /// A backlog passed the window after the responses were equal up to `equal_to`; only
+    /// digests and lengths are compared from here on.
+    GaveUp { equal_to: u64 },
 }
 
 impl Default for Comparison {
@@ -142,7 +143,7 @@ impl Comparison {
             }
         }
         if *ahead_len > window || primary.len() - *offset > window {
-            *self = Comparison::GaveUp;
+            *self = Comparison::GaveUp { equal_to: *offset };
         }
     }
 
@@ -161,13 +162,16 @@ impl Comparison {
         secondary: (u64, u64),
     ) -> (bool, Option<u64>) {
         let ((p_len, p_digest), (s_len, s_digest)) = (primary, secondary);
+        let shorter = p_len.min(s_len);
         match self {
             Comparison::DiffersAt(at) => (false, Some(*at)),
-            Comparison::Equal { offset, .. } if p_len != s_len => {
-                let shorter = p_len.min(s_len);
-                (false, (*offset == shorter).then_some(shorter))
+            // Equal as far as the shorter response goes: it differs where that one ends.
+            Comparison::Equal { offset, .. } | Comparison::GaveUp { equal_to: offset }
+                if p_len != s_len && *offset == shorter =>
+            {
+                (false, Some(shorter))
             }
-            Comparison::Equal { .. } | Comparison::GaveUp => {
+            Comparison::Equal { .. } | Comparison::GaveUp { .. } => {
                 (p_len == s_len && p_digest == s_digest, None)
             }
         }

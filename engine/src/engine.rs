@@ -33,6 +33,8 @@ pub struct Engine<I: Interceptor = Passthrough> {
     accept_paused: bool,
     drain: Drain,
     drain_timer: Option<Instant>,
+    #[cfg(feature = "sim-mutants")]
+    mutant: Option<crate::mutants::Mutant>,
 }
 
 impl<I: Interceptor> std::fmt::Debug for Engine<I> {
@@ -69,7 +71,15 @@ impl<I: Interceptor> Engine<I> {
             accept_paused: false,
             drain: Drain::Running,
             drain_timer: None,
+            #[cfg(feature = "sim-mutants")]
+            mutant: None,
         })
+    }
+
+    /// Switches on a deliberate bug (simulator self-test only).
+    #[cfg(feature = "sim-mutants")]
+    pub fn set_mutant(&mut self, mutant: Option<crate::mutants::Mutant>) {
+        self.mutant = mutant;
     }
 
     // ---- getters ------------------------------------------------------------------------
@@ -173,6 +183,8 @@ impl<I: Interceptor> Engine<I> {
                 cfg: &self.cfg,
                 out: &mut self.out,
                 timers: &mut self.timers,
+                #[cfg(feature = "sim-mutants")]
+                mutant: self.mutant,
             },
             &mut self.sessions,
             &mut self.hooks,

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod capture;
 mod command;
 mod compare;
 mod config;
@@ -52,6 +53,8 @@ mod engine;
 mod event;
 mod ids;
 mod intercept;
+#[cfg(feature = "sim-mutants")]
+pub mod mutants;
 mod report;
 mod session;
 mod time;

@@ -18,7 +18,7 @@ pub struct SessionReport {
 }
 
 /// Whether a backend is the one the client hears.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Primary,
@@ -26,7 +26,7 @@ pub enum Role {
 }
 
 /// How a backend's leg of a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// It answered and closed (or the session ended normally with it still healthy).
@@ -74,7 +74,7 @@ pub struct BackendReport {
     /// Bytes read from the backend.
     pub bytes_received: u64,
     pub outcome: Outcome,
-    /// 64-bit FNV-1a digest of the whole response.
+    /// XXH3-64 digest of the whole response.
     pub digest: u64,
     /// For a secondary: whether its response equals the primary's. `None` for the primary.
     pub matches_primary: Option<bool>,

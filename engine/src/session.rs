@@ -24,6 +24,16 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a Config,
     pub out: &'a mut VecDeque<Command>,
     pub timers: &'a mut Timers,
+    #[cfg(feature = "sim-mutants")]
+    pub mutant: Option<crate::mutants::Mutant>,
+}
+
+impl Ctx<'_> {
+    /// Whether the deliberate bug `m` is switched on (only ever with the `sim-mutants` feature).
+    #[cfg(feature = "sim-mutants")]
+    fn mutant(&self, m: crate::mutants::Mutant) -> bool {
+        self.mutant == Some(m)
+    }
 }
 
 /// A socket's life. Bytes written before a backend connects wait in `Connecting`.
@@ -302,16 +312,13 @@ impl Session {
         let Some(leg) = self.leg_mut(backend) else {
             return;
         };
+        if !matches!(leg.side.state, SockState::Connecting { .. }) {
+            return; // not waiting for a connect: a confused driver; change nothing
+        }
         let SockState::Connecting { since, pending } =
             std::mem::replace(&mut leg.side.state, SockState::Open)
         else {
-            // Not waiting for a connect: a confused driver. Put the state back untouched.
-            if !leg.side.is_closed() {
-                leg.side.state = SockState::Open;
-            } else {
-                leg.side.state = SockState::Closed;
-            }
-            return;
+            unreachable!("checked above")
         };
         leg.connect_time = Some(ctx.now.saturating_since(since));
         ctx.timers.set(
@@ -519,6 +526,15 @@ impl Session {
                 self.release_secondaries();
             }
             Peer::Backend(b) => {
+                #[cfg(feature = "sim-mutants")]
+                if ctx.mutant(crate::mutants::Mutant::ForgetSessionOnReset) {
+                    self.client.state = SockState::Closed;
+                    for leg in &mut self.legs {
+                        leg.side.state = SockState::Closed;
+                        leg.outcome.get_or_insert(Outcome::Reset);
+                    }
+                    return;
+                }
                 let Some(leg) = self.legs.get_mut(b.0 as usize) else {
                     return;
                 };
@@ -584,6 +600,10 @@ impl Session {
     /// Derives what follows from the current state; called after every input to the session.
     pub(crate) fn settle(&mut self, ctx: &mut Ctx) {
         let conn = self.conn;
+        #[cfg(feature = "sim-mutants")]
+        if ctx.mutant(crate::mutants::Mutant::DropTailAfterEof) && self.client.fin == Fin::Wanted {
+            self.client.close(SockId::client(conn), false, ctx.out);
+        }
         // FINs whose queues have drained; legs finished both ways.
         self.client.try_fin(SockId::client(conn), ctx.out);
         if self.client.is_done() {
@@ -613,8 +633,14 @@ impl Session {
                 .set(TimerKey::Idle(conn), &mut self.idle_timer, None);
         }
         // Backpressure: the client feeds the primary, the primary feeds the client.
-        let (primary_unflushed, client_unflushed) =
+        #[allow(unused_mut)]
+        let (mut primary_unflushed, client_unflushed) =
             (self.legs[0].side.unflushed, self.client.unflushed);
+        #[cfg(feature = "sim-mutants")]
+        if ctx.mutant(crate::mutants::Mutant::SecondaryBackpressuresClient) {
+            let worst = self.legs.iter().map(|l| l.side.unflushed).max();
+            primary_unflushed = worst.unwrap_or(primary_unflushed);
+        }
         self.client
             .apply_flow(SockId::client(conn), primary_unflushed, ctx.cfg, ctx.out);
         let primary = &mut self.legs[0];

@@ -13,11 +13,11 @@
 //! file. Every problem here is a usage error (exit status 2).
 
 use crate::addr::{self, Backend};
+use crate::config_file::{duration, size, FileConfig};
 use crate::error::Error;
 use crate::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
 use fanout_engine::Config;
-use serde::Deserialize;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,7 +70,7 @@ pub enum Mode {
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT or a bare port (127.0.0.1).
+    /// Address to listen on: IP:PORT, HOST:PORT (IPv6 in brackets), or a bare port (127.0.0.1).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// The backend: IP:PORT, HOST:PORT or unix:/path.
@@ -82,7 +82,7 @@ pub struct RelayArgs {
 
 #[derive(Debug, Args)]
 pub struct DuplexArgs {
-    /// Address to listen on: IP:PORT, [IPv6]:PORT, HOST:PORT or a bare port (127.0.0.1).
+    /// Address to listen on: IP:PORT, HOST:PORT (IPv6 in brackets), or a bare port (127.0.0.1).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// The backend whose response the client hears.
@@ -104,7 +104,8 @@ pub struct Common {
     /// Close a session with no bytes moving for this long [default: 300s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Open client connections at most; past it fanout stops accepting [default: 10000].
+    /// Open client connections at most (shared out between --threads loops); past it fanout
+    /// stops accepting [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Unflushed bytes per socket above which its feeder is paused [default: 256KiB].
@@ -168,57 +169,6 @@ where
     settings(cli).map_err(|m| CliError::Usage(Error::Usage(m)))
 }
 
-/// The config file's keys: the flags' long names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    listen: Option<Scalar>,
-    to: Option<String>,
-    primary: Option<String>,
-    secondary: Option<OneOrMany>,
-    report: Option<PathBuf>,
-    connect_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    max_connections: Option<usize>,
-    high_water: Option<Scalar>,
-    low_water: Option<Scalar>,
-    secondary_budget: Option<Scalar>,
-    secondary_deadline: Option<String>,
-    drain_timeout: Option<String>,
-    threads: Option<usize>,
-    verbose: Option<bool>,
-}
-
-/// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Int(u64),
-    Text(String),
-}
-
-impl Scalar {
-    fn text(&self) -> String {
-        match self {
-            Scalar::Int(n) => n.to_string(),
-            Scalar::Text(s) => s.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-fn read_config(path: &std::path::Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
-}
-
 /// The listen address, backends and common flags of whichever form was used.
 struct Chosen {
     listen: Option<String>,
@@ -269,23 +219,27 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         }
     };
     let file = match &chosen.common.config {
-        Some(path) => read_config(path)?,
+        Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
     };
     build(chosen, file)
 }
 
+/// Stores `value` in `slot` when there is one.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
 fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     let is_duplex = c.form == "duplex";
-    let listen = c
-        .listen
-        .or(file.listen.as_ref().map(Scalar::text))
-        .ok_or_else(|| {
-            format!(
-                "{} needs {} (or `listen` in --config)",
-                c.form, c.listen_flag
-            )
-        })?;
+    let listen = c.listen.or(file.listen()).ok_or_else(|| {
+        format!(
+            "{} needs {} (or `listen` in --config)",
+            c.form, c.listen_flag
+        )
+    })?;
     let from_file_primary = match c.form {
         "relay" => file.to.clone(),
         "duplex" => file.primary.clone(),
@@ -301,11 +255,7 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     })?;
     let mut secondaries = c.secondaries;
     if secondaries.is_empty() && c.form != "relay" {
-        secondaries = match file.secondary {
-            Some(OneOrMany::One(s)) => vec![s],
-            Some(OneOrMany::Many(v)) => v,
-            None => Vec::new(),
-        };
+        secondaries = file.secondaries();
     }
     secondaries.retain(|s| !s.trim().is_empty());
     if is_duplex && secondaries.is_empty() {
@@ -324,64 +274,47 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     }
 
     let cm = c.common;
-    let dur = |flag: Option<Duration>,
-               key: &str,
-               v: &Option<String>|
-     -> Result<Option<Duration>, String> {
-        match (flag, v) {
-            (Some(d), _) => Ok(Some(d)),
-            (None, Some(s)) => parse_duration(s)
-                .map(Some)
-                .map_err(|e| format!("config `{key}`: {e}")),
-            (None, None) => Ok(None),
-        }
-    };
-    let size = |flag: Option<u64>, key: &str, v: &Option<Scalar>| -> Result<Option<u64>, String> {
-        match (flag, v) {
-            (Some(n), _) => Ok(Some(n)),
-            (None, Some(s)) => parse_size(&s.text())
-                .map(Some)
-                .map_err(|e| format!("config `{key}`: {e}")),
-            (None, None) => Ok(None),
-        }
-    };
-
     let mut cfg = Config {
         secondaries: secondaries.len() as u16,
         ..Config::default()
     };
-    if let Some(d) = dur(cm.connect_timeout, "connect-timeout", &file.connect_timeout)? {
-        cfg.connect_timeout = d;
-    }
-    if let Some(d) = dur(cm.idle_timeout, "idle-timeout", &file.idle_timeout)? {
-        cfg.idle_timeout = d;
-    }
-    if let Some(d) = dur(
-        cm.secondary_deadline,
-        "secondary-deadline",
-        &file.secondary_deadline,
-    )? {
-        cfg.secondary_deadline = d;
-    }
-    if let Some(d) = dur(cm.drain_timeout, "drain-timeout", &file.drain_timeout)? {
-        cfg.drain_timeout = d;
-    }
-    if let Some(n) = cm.max_connections.or(file.max_connections) {
-        cfg.max_connections = n;
-    }
-    if let Some(n) = size(cm.high_water, "high-water", &file.high_water)? {
-        cfg.high_water = n;
-    }
-    if let Some(n) = size(cm.low_water, "low-water", &file.low_water)? {
-        cfg.low_water = n;
-    }
-    if let Some(n) = size(
-        cm.secondary_budget,
-        "secondary-budget",
-        &file.secondary_budget,
-    )? {
-        cfg.secondary_budget = n;
-    }
+    let f = &file;
+    set(
+        &mut cfg.connect_timeout,
+        duration(cm.connect_timeout, &f.connect_timeout, "connect-timeout")?,
+    );
+    set(
+        &mut cfg.idle_timeout,
+        duration(cm.idle_timeout, &f.idle_timeout, "idle-timeout")?,
+    );
+    set(
+        &mut cfg.secondary_deadline,
+        duration(
+            cm.secondary_deadline,
+            &f.secondary_deadline,
+            "secondary-deadline",
+        )?,
+    );
+    set(
+        &mut cfg.drain_timeout,
+        duration(cm.drain_timeout, &f.drain_timeout, "drain-timeout")?,
+    );
+    set(
+        &mut cfg.max_connections,
+        cm.max_connections.or(f.max_connections),
+    );
+    set(
+        &mut cfg.high_water,
+        size(cm.high_water, &f.high_water, "high-water")?,
+    );
+    set(
+        &mut cfg.low_water,
+        size(cm.low_water, &f.low_water, "low-water")?,
+    );
+    set(
+        &mut cfg.secondary_budget,
+        size(cm.secondary_budget, &f.secondary_budget, "secondary-budget")?,
+    );
     let threads = cm.threads.or(file.threads).unwrap_or(1);
     if threads == 0 {
         return Err("--threads must be at least 1".into());
@@ -622,6 +555,36 @@ mod tests {
         assert_eq!(s.engine.high_water, 512 << 10);
         assert_eq!(s.engine.low_water, 1024);
         assert_eq!(s.threads, 1, "the flag wins over the file");
+    }
+
+    #[test]
+    fn every_kind_of_flag_wins_over_the_file() {
+        let f = config_file(
+            "listen = 9100\nto = \"8081\"\nidle-timeout = \"300ms\"\nhigh-water = \"512KiB\"\nmax-connections = 5\nreport = \"/tmp/from-file\"\n",
+        );
+        let s = ok(&[
+            "relay",
+            "--config",
+            f.path(),
+            "--listen",
+            "9200",
+            "--to",
+            "8082",
+            "--idle-timeout",
+            "60s",
+            "--high-water",
+            "1MiB",
+            "--max-connections",
+            "6",
+            "--report",
+            "/tmp/from-flag",
+        ]);
+        assert_eq!(s.listen, "127.0.0.1:9200".parse().unwrap());
+        assert_eq!(names(&s), ["127.0.0.1:8082"]);
+        assert_eq!(s.engine.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.engine.high_water, 1 << 20);
+        assert_eq!(s.engine.max_connections, 6);
+        assert_eq!(s.report, Some(PathBuf::from("/tmp/from-flag")));
     }
 
     #[test]

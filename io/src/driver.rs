@@ -44,6 +44,7 @@ const MIN_READ: usize = 4 * 1024;
 /// Accept back-off after running out of descriptors or memory.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything one event loop owns.
 pub(crate) struct Driver {
@@ -79,6 +80,8 @@ struct AcceptGate {
     backoff_until: Option<std::time::Instant>,
     /// The current back-off step (zero when not backing off).
     backoff: Duration,
+    /// When the last back-off warning was logged.
+    warned: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -513,13 +516,18 @@ impl Driver {
 
     fn back_off(&mut self, e: &io::Error) {
         let gate = &mut self.accept;
+        let now = std::time::Instant::now();
         if gate.backoff.is_zero() {
-            tracing::warn!("cannot accept: {e}; pausing accepts (backing off up to 1s)");
+            // One warning per episode, and at most one per WARN_EVERY when episodes flap.
+            if !matches!(gate.warned, Some(at) if now.duration_since(at) < WARN_EVERY) {
+                tracing::warn!("cannot accept: {e}; pausing accepts (backing off up to 1s)");
+                gate.warned = Some(now);
+            }
             gate.backoff = BACKOFF_FIRST;
         } else {
             gate.backoff = (gate.backoff * 2).min(BACKOFF_MAX);
         }
-        gate.backoff_until = Some(std::time::Instant::now() + gate.backoff);
+        gate.backoff_until = Some(now + gate.backoff);
     }
 
     // ---- time and draining --------------------------------------------------------------

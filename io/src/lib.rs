@@ -5,6 +5,26 @@
 //! its own engine and its own `SO_REUSEPORT` listener. The loop is a thin translator between
 //! readiness and the engine's events and commands (see `driver.rs` for the exact rules).
 //!
+//! ## Module map
+//!
+//! | module | what it does |
+//! |---|---|
+//! | `main.rs` | the binary: parse, bind, print `listening on ADDR`, run, exit status |
+//! | [`cli`] | clap flags of the three forms (relay, duplex, em-proxy) into [`cli::Settings`] |
+//! | `config_file` | the `--config` TOML file (same keys as the flags; flags win) |
+//! | [`addr`] | `IP:PORT`, `[IPv6]:PORT`, `host:PORT`, `unix:/path`, bare port |
+//! | [`units`] | byte sizes (`4MiB`) and durations (`250ms`) |
+//! | [`Proxy`] (`proxy.rs`) | binds the listeners, one event loop per thread, joins them |
+//! | `listener` | `SO_REUSEPORT` listeners sharing one port for `--threads N` |
+//! | `driver` | the event loop: readiness <-> engine events and commands |
+//! | `sockets` | token <-> slot <-> `SockId` table with generation-checked tokens |
+//! | `stream` | a TCP or unix socket; errno -> engine `Failure` |
+//! | `writeq` | a socket's queue of `Bytes`, written with `send`/`writev` |
+//! | `clock` | engine `Instant`s from one startup epoch |
+//! | `signals` | SIGTERM/SIGINT and [`Stopper`] -> drain, through a socket pair per loop |
+//! | [`report`] | JSON Lines report and `-v` summary lines |
+//! | [`error`] | usage (exit 2) vs runtime (exit 1) errors |
+//!
 //! ```no_run
 //! let settings = fanout_io::cli::parse(["fanout", "relay", "--listen", "0", "--to", "8080"])
 //!     .map_err(|_| "bad flags")?;
@@ -19,6 +39,7 @@
 pub mod addr;
 pub mod cli;
 mod clock;
+mod config_file;
 mod driver;
 pub mod error;
 mod listener;

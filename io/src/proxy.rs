@@ -7,7 +7,7 @@ use crate::error::{describe, Error};
 use crate::listener;
 use crate::report::ReportSink;
 use crate::signals::{self, Stopper};
-use fanout_engine::Engine;
+use fanout_engine::{Config, Engine};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,13 +40,14 @@ impl Proxy {
             let path = settings.report.as_deref().unwrap_or("-".as_ref()).display();
             Error::Runtime(format!("cannot open report file {path}: {}", describe(&e)))
         })?;
+        let per_loop = per_loop_config(&settings.engine, settings.threads);
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
         for l in listeners {
             let runtime =
                 |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
             let (rx, tx) = signals::trigger().map_err(runtime)?;
-            let engine = Engine::new(settings.engine.clone())
+            let engine = Engine::new(per_loop.clone())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
             drivers.push(
                 Driver::new(engine, clock, l, rx, backends.clone(), sink.clone())
@@ -96,6 +97,34 @@ impl Proxy {
     }
 }
 
+/// Each loop runs its own engine, so the process-wide `--max-connections` is shared out
+/// between the loops (rounded up, so each loop may take at least one client).
+fn per_loop_config(cfg: &Config, threads: usize) -> Config {
+    let threads = threads.max(1);
+    Config {
+        max_connections: cfg.max_connections.div_ceil(threads),
+        ..cfg.clone()
+    }
+}
+
 fn loop_failed(e: std::io::Error) -> Error {
     Error::Runtime(format!("event loop failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_is_shared_between_loops() {
+        let cfg = Config {
+            max_connections: 10,
+            ..Config::default()
+        };
+        assert_eq!(per_loop_config(&cfg, 1).max_connections, 10);
+        assert_eq!(per_loop_config(&cfg, 2).max_connections, 5);
+        assert_eq!(per_loop_config(&cfg, 3).max_connections, 4);
+        assert_eq!(per_loop_config(&cfg, 64).max_connections, 1);
+        assert_eq!(per_loop_config(&cfg, 3).idle_timeout, cfg.idle_timeout);
+    }
 }

@@ -9,6 +9,7 @@ use crate::writeq::WriteQueue;
 use fanout_engine::SockId;
 use mio::Token;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// One socket and the driver's view of it.
 #[derive(Debug)]
@@ -70,7 +71,55 @@ struct Slot {
 pub(crate) struct Sockets {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_id: HashMap<SockId, Token>,
+    by_id: HashMap<SockId, Token, BuildHasherDefault<IdHasher>>,
+}
+
+/// A multiply-rotate hasher (FxHash's mixing) for `SockId`s. The keys are ids the driver hands
+/// out itself, so there is no untrusted input to defend against and SipHash's cost buys nothing
+/// on the per-command lookup.
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn write_isize(&mut self, n: isize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Tokens at the top of the range belong to the driver itself (listener, drain trigger); slot

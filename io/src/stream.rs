@@ -33,18 +33,24 @@ impl Stream {
     /// Whether a connect started with [`Stream::connect`] has finished: `Ok(true)` connected,
     /// `Ok(false)` still in progress, `Err` failed.
     pub(crate) fn connect_result(&self) -> io::Result<bool> {
-        let (err, peer) = match self {
-            Stream::Tcp(s) => (s.take_error()?, s.peer_addr().map(drop)),
-            Stream::Unix(s) => (s.take_error()?, s.peer_addr().map(drop)),
+        // A peer address means connected: one syscall in the common case. Only without one is
+        // the pending error worth asking for.
+        let peer = match self {
+            Stream::Tcp(s) => s.peer_addr().map(drop),
+            Stream::Unix(s) => s.peer_addr().map(drop),
         };
-        if let Some(e) = err {
-            return Err(e);
-        }
-        match peer {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
-            Err(e) => Err(e),
+        let not_connected = match peer {
+            Ok(()) => return Ok(true),
+            Err(e) => e,
+        };
+        let pending = match self {
+            Stream::Tcp(s) => s.take_error()?,
+            Stream::Unix(s) => s.take_error()?,
+        };
+        match pending {
+            Some(e) => Err(e),
+            None if not_connected.kind() == io::ErrorKind::NotConnected => Ok(false),
+            None => Err(not_connected),
         }
     }
 

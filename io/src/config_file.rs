@@ -1,0 +1,110 @@
+//! The `--config FILE` TOML file: the flags' long names as keys (kebab-case), every key optional.
+//! Unknown keys are refused, so a typo never goes unnoticed.
+//!
+//! ```toml
+//! listen = 9000                 # or "127.0.0.1:9000"
+//! primary = "127.0.0.1:8080"    # `to` for relay
+//! secondary = ["127.0.0.1:8081"]
+//! idle-timeout = "2m"
+//! high-water = "512KiB"         # or a plain number of bytes
+//! ```
+
+use crate::units::{parse_duration, parse_size};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct FileConfig {
+    listen: Option<Scalar>,
+    pub to: Option<String>,
+    pub primary: Option<String>,
+    secondary: Option<OneOrMany>,
+    pub report: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub high_water: Option<Scalar>,
+    pub low_water: Option<Scalar>,
+    pub secondary_budget: Option<Scalar>,
+    pub secondary_deadline: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub threads: Option<usize>,
+    pub verbose: Option<bool>,
+}
+
+/// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Scalar {
+    Int(u64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// `secondary = "a"` or `secondary = ["a", "b"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl FileConfig {
+    pub(crate) fn read(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    pub(crate) fn listen(&self) -> Option<String> {
+        self.listen.as_ref().map(Scalar::text)
+    }
+
+    pub(crate) fn secondaries(&self) -> Vec<String> {
+        match &self.secondary {
+            Some(OneOrMany::One(s)) => vec![s.clone()],
+            Some(OneOrMany::Many(v)) => v.clone(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The flag's duration if given, else the file's (parsed), else none.
+pub(crate) fn duration(
+    flag: Option<Duration>,
+    file: &Option<String>,
+    key: &str,
+) -> Result<Option<Duration>, String> {
+    match (flag, file) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(s)) => parse_duration(s)
+            .map(Some)
+            .map_err(|e| format!("config `{key}`: {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The flag's byte size if given, else the file's (parsed), else none.
+pub(crate) fn size(
+    flag: Option<u64>,
+    file: &Option<Scalar>,
+    key: &str,
+) -> Result<Option<u64>, String> {
+    match (flag, file) {
+        (Some(n), _) => Ok(Some(n)),
+        (None, Some(s)) => parse_size(&s.text())
+            .map(Some)
+            .map_err(|e| format!("config `{key}`: {e}")),
+        (None, None) => Ok(None),
+    }
+}

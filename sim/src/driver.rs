@@ -1,0 +1,304 @@
+//! The proxy host: the engine driven by turmoil sockets and turmoil's virtual clock.
+//!
+//! A thin translator, like the mio driver: each socket gets a reader task and a writer task that
+//! turn socket activity into [`Event`]s on one channel; the main loop feeds them to the engine in
+//! arrival order, carries out every command, and sleeps until `poll_timeout`. A reader holds one
+//! read credit at a time and gets it back only after the engine saw its last read and did not
+//! pause it, so at most one read lands after a pause, as with the mio loop.
+
+use crate::observe::Observer;
+use bytes::Bytes;
+use fanout_engine::{Command, Config, ConnId, Engine, Event, Failure, Instant, Peer, SockId};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use turmoil::net::{TcpListener, TcpStream};
+
+/// The largest single read, in bytes. Small, because a turmoil socket buffers a fixed number of
+/// segments (64) whatever their size: with 2 KiB writes a peer that stops reading pushes back
+/// after about 128 KiB, as a real socket buffer would.
+pub const READ_SIZE: usize = 2 * 1024;
+
+/// What the proxy host runs.
+#[derive(Clone, Debug)]
+pub struct ProxySpec {
+    pub cfg: Config,
+    pub port: u16,
+    /// Backend host names and ports, by `BackendId`.
+    pub backends: Vec<(String, u16)>,
+}
+
+enum Msg {
+    Event(Event),
+    Connected(SockId, TcpStream),
+}
+
+enum WriteOp {
+    Data(Bytes),
+    Shutdown,
+}
+
+/// The driver's side of one socket.
+struct Sock {
+    writer: Option<mpsc::UnboundedSender<WriteOp>>,
+    credit: Arc<Semaphore>,
+    paused: bool,
+    /// The reader is waiting for a credit it was not given because the socket was paused.
+    owed: bool,
+    /// Set when the socket is closed: the writer drops queued data but still sends a FIN it was
+    /// asked for, then sends one of its own, as a kernel does after `close()`.
+    closing: Rc<Cell<bool>>,
+    /// The reader (or the connect attempt): stopped at once on close.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sock {
+    fn connecting(task: JoinHandle<()>) -> Self {
+        Sock {
+            writer: None,
+            credit: Arc::new(Semaphore::new(0)),
+            paused: false,
+            owed: false,
+            closing: Rc::default(),
+            tasks: vec![task],
+        }
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        self.closing.set(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn failure_of(e: &std::io::Error) -> Failure {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => Failure::Refused,
+        ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof => Failure::Reset,
+        TimedOut => Failure::TimedOut,
+        HostUnreachable | NetworkUnreachable | AddrNotAvailable => Failure::Unreachable,
+        _ => Failure::Other,
+    }
+}
+
+/// Starts the reader and writer tasks of an established socket.
+fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> Sock {
+    let (mut rd, mut wr) = crate::conn::split(stream);
+    let credit = Arc::new(Semaphore::new(1));
+    let reader = {
+        let (tx, credit) = (tx.clone(), credit.clone());
+        tokio::task::spawn_local(async move {
+            let mut buf = vec![0u8; READ_SIZE];
+            loop {
+                match credit.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return,
+                }
+                let event = match rd.read(&mut buf).await {
+                    Ok(0) => Event::ReadClosed { sock },
+                    Ok(n) => Event::Read {
+                        sock,
+                        data: Bytes::copy_from_slice(&buf[..n]),
+                    },
+                    Err(e) => Event::Failed {
+                        sock,
+                        reason: failure_of(&e),
+                    },
+                };
+                let last = !matches!(event, Event::Read { .. });
+                let _ = tx.send(Msg::Event(event));
+                if last {
+                    return;
+                }
+            }
+        })
+    };
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteOp>();
+    let closing: Rc<Cell<bool>> = Rc::default();
+    // The writer outlives a close until its FIN is out; the socket drops with it.
+    {
+        let (tx, closing) = (tx.clone(), closing.clone());
+        tokio::task::spawn_local(async move {
+            let mut shut = false;
+            while let Some(op) = wrx.recv().await {
+                let result = match op {
+                    WriteOp::Data(_) if closing.get() => continue,
+                    WriteOp::Data(data) => wr.write_all(&data).await.map(|_| data.len()),
+                    WriteOp::Shutdown => {
+                        shut = true;
+                        wr.shutdown().await.map(|_| 0)
+                    }
+                };
+                let event = match result {
+                    Ok(0) => continue,
+                    Ok(n) => Event::Flushed {
+                        sock,
+                        bytes: n as u64,
+                    },
+                    Err(e) => Event::Failed {
+                        sock,
+                        reason: failure_of(&e),
+                    },
+                };
+                let failed = matches!(event, Event::Failed { .. });
+                let _ = tx.send(Msg::Event(event));
+                if failed {
+                    return;
+                }
+            }
+            if !shut {
+                let _ = wr.shutdown().await;
+            }
+        });
+    }
+    Sock {
+        writer: Some(wtx),
+        credit,
+        paused: false,
+        owed: false,
+        closing,
+        tasks: vec![reader],
+    }
+}
+
+/// Runs the proxy until the simulation ends. Every input and output goes through `obs`.
+pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
+    let mut engine = Engine::new(spec.cfg.clone())?;
+    #[cfg(feature = "sim-mutants")]
+    engine.set_mutant(crate::mutants::current());
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let epoch = tokio::time::Instant::now();
+    let mut socks: BTreeMap<SockId, Sock> = BTreeMap::new();
+    let mut next_conn = 1u64;
+    let mut accepting = true;
+    loop {
+        let deadline = engine.poll_timeout();
+        let wake = deadline.map(|t| epoch + Duration::from_nanos(t.as_nanos()));
+        let msg = tokio::select! {
+            biased;
+            Some(msg) = rx.recv() => msg,
+            accepted = listener.accept(), if accepting => {
+                let (stream, addr) = accepted?;
+                let conn = ConnId(next_conn);
+                next_conn += 1;
+                socks.insert(SockId::client(conn), attach(SockId::client(conn), stream, &tx));
+                Msg::Event(Event::Accepted { conn, client: addr.to_string() })
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or(epoch)), if wake.is_some() => {
+                Msg::Event(Event::Timeout)
+            }
+        };
+        let event = match msg {
+            Msg::Event(event) => {
+                if let Event::Failed { sock, .. } | Event::ConnectFailed { sock, .. } = &event {
+                    // The driver drops a failed socket before telling the engine.
+                    if socks.remove(sock).is_none() {
+                        continue;
+                    }
+                } else if let Some(sock) = sock_of(&event) {
+                    if !socks.contains_key(&sock) {
+                        continue; // a late report from a socket already closed
+                    }
+                }
+                event
+            }
+            Msg::Connected(sock, stream) => match socks.get(&sock) {
+                Some(s) if s.writer.is_none() => {
+                    socks.insert(sock, attach(sock, stream, &tx));
+                    Event::Connected { sock }
+                }
+                _ => continue,
+            },
+        };
+        let now = Instant::from_nanos(epoch.elapsed().as_nanos() as u64);
+        let read_on = match &event {
+            Event::Read { sock, .. } => Some(*sock),
+            _ => None,
+        };
+        obs.borrow_mut().input(now, &event);
+        engine.handle(now, event);
+        while let Some(cmd) = engine.poll_command() {
+            obs.borrow_mut().output(&cmd, |s| socks.contains_key(&s));
+            match cmd {
+                Command::Connect { sock } => {
+                    let Peer::Backend(b) = sock.peer else {
+                        continue;
+                    };
+                    let (host, port) = spec.backends[b.0 as usize].clone();
+                    let tx = tx.clone();
+                    let task = tokio::task::spawn_local(async move {
+                        let msg = match TcpStream::connect((host.as_str(), port)).await {
+                            Ok(stream) => Msg::Connected(sock, stream),
+                            Err(e) => Msg::Event(Event::ConnectFailed {
+                                sock,
+                                reason: failure_of(&e),
+                            }),
+                        };
+                        let _ = tx.send(msg);
+                    });
+                    socks.insert(sock, Sock::connecting(task));
+                }
+                Command::Write { sock, data } => {
+                    if let Some(w) = socks.get(&sock).and_then(|s| s.writer.as_ref()) {
+                        let _ = w.send(WriteOp::Data(data));
+                    }
+                }
+                Command::Shutdown { sock } => {
+                    if let Some(w) = socks.get(&sock).and_then(|s| s.writer.as_ref()) {
+                        let _ = w.send(WriteOp::Shutdown);
+                    }
+                }
+                Command::Close { sock } => {
+                    socks.remove(&sock);
+                }
+                Command::PauseRead { sock } => {
+                    if let Some(s) = socks.get_mut(&sock) {
+                        s.paused = true;
+                    }
+                }
+                Command::ResumeRead { sock } => {
+                    if let Some(s) = socks.get_mut(&sock) {
+                        s.paused = false;
+                        if std::mem::take(&mut s.owed) {
+                            s.credit.add_permits(1);
+                        }
+                    }
+                }
+                Command::PauseAccept => accepting = false,
+                Command::ResumeAccept => accepting = true,
+                Command::Report(report) => obs.borrow_mut().report(*report),
+                Command::Drained => {}
+            }
+        }
+        // The reader whose bytes were just handled may read again, unless it was paused.
+        if let Some(s) = read_on.and_then(|sock| socks.get_mut(&sock)) {
+            if s.paused {
+                s.owed = true;
+            } else {
+                s.credit.add_permits(1);
+            }
+        }
+        obs.borrow_mut().after_step(&engine);
+    }
+}
+
+fn sock_of(event: &Event) -> Option<SockId> {
+    match event {
+        Event::Connected { sock }
+        | Event::ConnectFailed { sock, .. }
+        | Event::Read { sock, .. }
+        | Event::ReadClosed { sock }
+        | Event::Flushed { sock, .. }
+        | Event::Failed { sock, .. } => Some(*sock),
+        Event::Accepted { .. } | Event::Timeout | Event::Drain => None,
+    }
+}

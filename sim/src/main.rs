@@ -1,0 +1,294 @@
+//! `fanout-sim`: run the simulation suite from the command line.
+//!
+//! ```text
+//! fanout-sim run --seeds 0..100 [--scenario NAME|all]   swarm: count passes, print failures
+//! fanout-sim run --seed 7 --scenario NAME|all            one seed; last line is the digest
+//! fanout-sim list                                        the scenarios
+//! ```
+
+use clap::{Parser, Subcommand};
+use fanout_sim::{repro, run, Scenario};
+use std::ops::Range;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fanout-sim",
+    about = "Deterministic simulation of fanout under faults"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenarios for one seed or a range of seeds.
+    Run {
+        /// One seed (prints the run's digest as the last line).
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// A range of seeds, `A..B` (B exclusive).
+        #[arg(long, value_parser = parse_range)]
+        seeds: Option<Range<u64>>,
+        /// A scenario name, or `all`.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// With --seed: also print the report outcomes and backpressure counts.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// List the scenarios.
+    List,
+    /// Play a recorded capture's clients and backends as simulated hosts through the engine.
+    Replay {
+        /// The capture (its rotated segments FILE.1, FILE.2, ... are read too).
+        file: String,
+        /// Seed for fault timing and turmoil.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Faults on the secondaries, comma-separated: partition, hold, crash, latency.
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<String>,
+    },
+    /// Run the default seeds against each deliberate engine bug; print `caught` or `missed`.
+    #[cfg(feature = "sim-mutants")]
+    Mutants {
+        /// Seeds per scenario.
+        #[arg(long, default_value_t = fanout_sim::DEFAULT_SEEDS)]
+        seeds: u64,
+    },
+}
+
+fn parse_range(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("expected A..B, got {s:?}"))?;
+    let a: u64 = a.parse().map_err(|e| format!("bad start {a:?}: {e}"))?;
+    let b: u64 = b.parse().map_err(|e| format!("bad end {b:?}: {e}"))?;
+    if a >= b {
+        return Err(format!("empty range {s:?}"));
+    }
+    Ok(a..b)
+}
+
+fn scenarios(name: &str) -> Result<Vec<Scenario>, String> {
+    if name == "all" {
+        return Ok(Scenario::ALL.to_vec());
+    }
+    Scenario::from_name(name).map(|s| vec![s]).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        format!(
+            "unknown scenario {name:?}; one of: all, {}",
+            names.join(", ")
+        )
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::List => {
+            for s in Scenario::ALL {
+                println!("{}", s.name());
+            }
+            ExitCode::SUCCESS
+        }
+        #[cfg(feature = "sim-mutants")]
+        Cmd::Mutants { seeds } => mutants(seeds),
+        Cmd::Replay { file, seed, faults } => replay(&file, seed, &faults),
+        Cmd::Run {
+            seed,
+            seeds,
+            scenario,
+            verbose,
+        } => {
+            let scenarios = match scenarios(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("fanout-sim: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match (seed, seeds) {
+                (Some(seed), _) => run_one(&scenarios, seed, verbose),
+                (None, Some(range)) => swarm(&scenarios, range),
+                (None, None) => {
+                    eprintln!("fanout-sim: give --seed N or --seeds A..B");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
+    let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut failed = false;
+    let mut last_digest = 0;
+    for &s in scenarios {
+        let r = run(s, seed);
+        last_digest = r.digest;
+        println!(
+            "{:<20} seed {seed}: {} ({} sessions, {} engine steps, {} socket failures) digest {:016x}",
+            s.name(),
+            r.failure.as_deref().unwrap_or("ok"),
+            r.sessions,
+            r.steps,
+            r.failures,
+            r.digest
+        );
+        if verbose {
+            for ((role, outcome), n) in &r.outcomes {
+                println!("  {role:?} {outcome:?}: {n}");
+            }
+            println!("  reads paused: {}", r.pauses);
+        }
+        if r.failure.is_some() {
+            failed = true;
+            println!("  reproduce: {}", repro(s, seed));
+        }
+        digest.update(&r.digest.to_le_bytes());
+    }
+    let last = match scenarios {
+        [_] => last_digest,
+        _ => digest.digest(),
+    };
+    println!("{last:016x}");
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn swarm(scenarios: &[Scenario], seeds: Range<u64>) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut failures = 0usize;
+    let mut runs = 0usize;
+    for &s in scenarios {
+        let mut passed = 0usize;
+        for seed in seeds.clone() {
+            let r = run(s, seed);
+            runs += 1;
+            match &r.failure {
+                None => passed += 1,
+                Some(why) => {
+                    failures += 1;
+                    println!("FAIL {} seed {seed}: {why}", s.name());
+                    println!("  reproduce: {}", repro(s, seed));
+                }
+            }
+        }
+        println!(
+            "{:<20} {passed}/{} seeds passed",
+            s.name(),
+            seeds.end - seeds.start
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{runs} runs in {secs:.1}s ({:.1} seeds/s); {failures} failed",
+        runs as f64 / secs
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(feature = "sim-mutants")]
+fn mutants(seeds: u64) -> ExitCode {
+    use fanout_engine::mutants::Mutant;
+    let mut missed = 0;
+    for m in Mutant::ALL {
+        let caught = fanout_sim::mutants::with(Some(m), || {
+            Scenario::ALL.iter().find_map(|&s| {
+                (0..seeds).find_map(|seed| {
+                    let r = run(s, seed);
+                    r.failure.map(|why| (s, seed, why))
+                })
+            })
+        });
+        match caught {
+            Some((s, seed, why)) => println!(
+                "{:<32} caught  by {} seed {seed}: {why}",
+                m.name(),
+                s.name()
+            ),
+            None => {
+                missed += 1;
+                println!("{:<32} missed", m.name());
+            }
+        }
+    }
+    if missed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn replay(file: &str, seed: u64, faults: &[String]) -> ExitCode {
+    use fanout_engine::capture::{read_segments, script, segment_name};
+    use fanout_sim::replay::FaultKind;
+    let faults: Result<Vec<FaultKind>, String> =
+        faults.iter().map(|f| FaultKind::parse(f)).collect();
+    let faults = match faults {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fanout-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut files = Vec::new();
+    for n in 0.. {
+        let name = segment_name(file, n);
+        match std::fs::File::open(&name) {
+            Ok(f) => files.push((name, std::io::BufReader::new(f))),
+            Err(e) if n == 0 => {
+                eprintln!("fanout-sim: cannot open {name}: {e}");
+                return ExitCode::from(2);
+            }
+            Err(_) => break,
+        }
+    }
+    let capture = match read_segments(files) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fanout-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scripts = match script::sessions(&capture.header, &capture.records) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fanout-sim: {file}: the capture does not replay in this engine: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = fanout_sim::replay::replay(&capture.header, &scripts, seed, &faults);
+    for m in &r.mismatches {
+        println!("MISMATCH {m}");
+    }
+    if let Some(e) = &r.error {
+        println!("simulation error: {e}");
+    }
+    println!(
+        "{} sessions replayed, {} clients saw exactly the recorded bytes (faults: {})",
+        r.sessions,
+        r.matched,
+        if faults.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{faults:?}")
+        }
+    );
+    println!("{:016x}", r.digest);
+    if r.matched == r.sessions && r.error.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,55 @@
+//! The scenarios reach the states they are named for: a scenario that never triggers its fault
+//! would pass every oracle while testing nothing.
+
+use fanout_engine::{Outcome, Role};
+use fanout_sim::{run, RunResult, Scenario, DEFAULT_SEEDS};
+
+fn runs(scenario: Scenario) -> Vec<RunResult> {
+    (0..DEFAULT_SEEDS).map(|seed| run(scenario, seed)).collect()
+}
+
+fn count(runs: &[RunResult], role: Role, outcome: Outcome) -> u64 {
+    runs.iter()
+        .map(|r| r.outcomes.get(&(role, outcome)).copied().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn slow_clients_engage_backpressure() {
+    let runs = runs(Scenario::SlowClient);
+    assert!(runs.iter().map(|r| r.pauses).sum::<u64>() > 0);
+}
+
+#[test]
+fn a_never_reading_secondary_is_detached_at_its_budget() {
+    let runs = runs(Scenario::DuplexNeverReads);
+    assert!(count(&runs, Role::Secondary, Outcome::DetachedBudget) > 0);
+    assert_eq!(count(&runs, Role::Secondary, Outcome::Ok), 0);
+}
+
+#[test]
+fn a_slow_secondary_is_detached() {
+    let runs = runs(Scenario::DuplexSlowReader);
+    let detached = count(&runs, Role::Secondary, Outcome::DetachedBudget)
+        + count(&runs, Role::Secondary, Outcome::DetachedDeadline);
+    assert!(detached > 0);
+}
+
+#[test]
+fn resets_and_crashes_reach_the_engine() {
+    let resets = runs(Scenario::DuplexReset);
+    assert!(count(&resets, Role::Secondary, Outcome::Reset) > 0);
+    assert!(resets.iter().all(|r| r.failures > 0 || r.sessions == 0));
+    let churn = runs(Scenario::Churn);
+    assert!(churn.iter().map(|r| r.failures).sum::<u64>() > 0);
+}
+
+#[test]
+fn a_healthy_duplex_secondary_ends_ok() {
+    let runs = runs(Scenario::DuplexGarbage);
+    assert!(count(&runs, Role::Secondary, Outcome::Ok) > 0);
+    assert_eq!(
+        count(&runs, Role::Primary, Outcome::Ok),
+        runs.iter().map(|r| r.sessions).sum()
+    );
+}

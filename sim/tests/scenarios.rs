@@ -1,0 +1,71 @@
+//! The simulation suite: a fixed set of seeds per scenario (`SIM_SEEDS=N` runs more; `SIM_SEED=N`
+//! runs exactly one). A failure names the seed, the property and the command that reproduces it.
+
+use fanout_sim::{repro, run, Scenario, DEFAULT_SEEDS};
+
+fn seeds() -> Vec<u64> {
+    if let Ok(one) = std::env::var("SIM_SEED") {
+        return vec![one.parse().expect("SIM_SEED is a number")];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .map(|n| n.parse().expect("SIM_SEEDS is a number"))
+        .unwrap_or(DEFAULT_SEEDS);
+    (0..n).collect()
+}
+
+fn check(scenario: Scenario) {
+    let failures: Vec<String> = seeds()
+        .into_iter()
+        .filter_map(|seed| {
+            let r = run(scenario, seed);
+            r.failure.map(|why| {
+                format!(
+                    "{} seed {seed}: {why}\n  reproduce: {}",
+                    scenario.name(),
+                    repro(scenario, seed)
+                )
+            })
+        })
+        .collect();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+macro_rules! scenarios {
+    ($($test:ident => $scenario:ident,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check(Scenario::$scenario);
+            }
+        )*
+
+        #[test]
+        fn every_scenario_has_a_test() {
+            let tested = [$(Scenario::$scenario),*];
+            for s in Scenario::ALL {
+                assert!(tested.contains(&s), "no test runs {}", s.name());
+                let names = stringify!($($test)*);
+                assert!(names.contains(&s.name().replace('-', "_")), "test names follow scenario names");
+            }
+        }
+    };
+}
+
+scenarios! {
+    relay_healthy => RelayHealthy,
+    duplex_partition => DuplexPartition,
+    duplex_hold => DuplexHold,
+    duplex_crash => DuplexCrash,
+    duplex_bounce => DuplexBounce,
+    duplex_slow_reader => DuplexSlowReader,
+    duplex_never_reads => DuplexNeverReads,
+    duplex_garbage => DuplexGarbage,
+    duplex_latency => DuplexLatency,
+    duplex_reset => DuplexReset,
+    primary_crash => PrimaryCrash,
+    client_half_close => ClientHalfClose,
+    client_vanish => ClientVanish,
+    slow_client => SlowClient,
+    churn => Churn,
+}

@@ -1,0 +1,294 @@
+//! Failures and limits: a dead or dying primary closes the client at once; connect and idle
+//! timeouts cut what hangs; the connection limit holds clients back instead of refusing them; a
+//! process out of file descriptors backs off instead of spinning.
+
+use crate::support::backend::{self, Backend, FullBacklog, Gate, BACKEND_TIMEOUT};
+use crate::support::client;
+use crate::support::pattern::{self, Verifier, GIB, MIB};
+use crate::support::proxy::{self, report_path, Fanout};
+use crate::support::{eventually, report, LIVENESS};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Far below every default timeout (5 s connect, 300 s idle): a close within it is the proxy
+/// acting on the failure, not a default timer.
+const PROMPTLY: Duration = Duration::from_secs(4);
+
+#[test]
+fn refused_primary_closes_client_promptly() {
+    let proxy = Fanout::relay(backend::closed_port(), &[]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn duplex_refused_primary_closes_client_promptly_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let dead = backend::closed_port();
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(dead, &[secondary.arg()], &["--report", path.as_str()]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+    drop(c);
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &dead.to_string());
+    assert_eq!(p["outcome"], "refused", "{p:#}");
+}
+
+#[test]
+fn primary_reset_mid_response_closes_client_promptly() {
+    let gate = Gate::default();
+    let b = {
+        let gate = gate.clone();
+        Backend::spawn(move |mut s, _| {
+            let mut first = vec![0u8; 1000];
+            pattern::fill(0, &mut first);
+            if s.write_all(&first).is_ok() && gate.wait(BACKEND_TIMEOUT) {
+                backend::reset(s);
+            }
+        })
+    };
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, 1000);
+    gate.open();
+    let (_, extra) = client::expect_closed(&mut c, PROMPTLY);
+    assert_eq!(extra, 0, "bytes after the primary's reset");
+}
+
+#[test]
+fn duplex_primary_reset_mid_response_closes_client_and_is_reported_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let gate = Gate::default();
+    let primary = {
+        let gate = gate.clone();
+        Backend::spawn(move |mut s, _| {
+            let mut first = vec![0u8; 1000];
+            pattern::fill(0, &mut first);
+            if s.write_all(&first).is_ok() && gate.wait(BACKEND_TIMEOUT) {
+                backend::reset(s);
+            }
+        })
+    };
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, 1000);
+    gate.open();
+    client::expect_closed(&mut c, PROMPTLY);
+    drop(c);
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["outcome"], "reset", "{p:#}");
+    assert_eq!(p["bytes_received"], 1000, "{p:#}");
+}
+
+#[test]
+fn missing_unix_socket_backend_closes_client_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody-listens-here.sock");
+    let proxy = Fanout::relay(format!("unix:{}", path.display()), &[]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"hello?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn connect_timeout_to_full_backlog_closes_client() {
+    let hole = FullBacklog::new();
+    let proxy = Fanout::relay(hole.addr(), &["--connect-timeout", "300ms"]);
+    let mut c = proxy.connect();
+    let _ = c.write_all(b"anyone?");
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn secondary_connect_timeout_is_reported_and_client_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let hole = FullBacklog::new();
+    let primary = Backend::spawn(backend::answer(b"pong".to_vec()));
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[hole.addr().to_string()],
+        &["--report", path.as_str(), "--connect-timeout", "300ms"],
+    );
+    assert_eq!(client::request(proxy.addr(), b"ping"), b"pong");
+    let sessions = report::wait_for(&path, 1);
+    let s = report::backend(&sessions[0], &hole.addr().to_string());
+    assert_eq!(s["outcome"], "connect-timeout", "{s:#}");
+    assert_eq!(s["connect_ms"], serde_json::Value::Null, "{s:#}");
+}
+
+#[test]
+fn idle_timeout_closes_idle_session() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--idle-timeout", "500ms"]);
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'x');
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn idle_timeout_spares_a_session_whose_bytes_keep_moving() {
+    // Older than its idle timeout, but never idle for long: it must live on, then be closed once
+    // it does go quiet.
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--idle-timeout", "1500ms"]);
+    let mut c = proxy.connect();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        client::echoes(&mut c, b'.');
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    client::expect_closed(&mut c, PROMPTLY);
+}
+
+#[test]
+fn max_connections_holds_third_client_until_one_leaves() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--max-connections", "2"]);
+    let mut first = proxy.connect();
+    client::echoes(&mut first, b'1');
+    let mut second = proxy.connect();
+    client::echoes(&mut second, b'2');
+
+    let mut third = proxy.connect();
+    third.write_all(b"3").unwrap();
+    assert!(
+        client::stays_silent(&mut third, Duration::from_millis(700)),
+        "a third client was served (or closed) with --max-connections 2"
+    );
+
+    drop(first);
+    let echoed = client::read_exactly(&mut third, 1);
+    assert_eq!(echoed, b"3");
+    client::echoes(&mut second, b'b');
+    client::echoes(&mut third, b'c');
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    let b = Backend::spawn(backend::echo);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=32:32")
+        .arg(proxy::bin())
+        .args(["relay", "--listen", "127.0.0.1:0", "--to"])
+        .arg(b.arg());
+    let mut proxy = Fanout::spawn(cmd, "prlimit --nofile=32:32 fanout relay");
+
+    // More clients than the proxy has descriptors for: the rest wait in the accept queue while
+    // every accept fails with EMFILE.
+    let clients: Vec<TcpStream> = (0..48).map(|_| proxy.connect()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = proxy.open_fds();
+    assert!(
+        fds >= 24,
+        "fanout holds only {fds} descriptors: the limit was never reached"
+    );
+    let (cpu, runnable, wall) = (proxy.cpu_time(), proxy.runnable_time(), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let wall = wall.elapsed();
+    let cpu = proxy.cpu_time() - cpu;
+    let runnable = proxy.runnable_time() - runnable;
+    // A loop that retries accept at once is runnable all the time, and on an idle machine uses a
+    // whole core; one that backs off sleeps most of the time.
+    assert!(
+        cpu < wall * 3 / 10 && runnable < wall * 3 / 10,
+        "out of descriptors, fanout used {cpu:?} of CPU and was runnable for {runnable:?} in {wall:?}"
+    );
+
+    drop(clients);
+    // Once the clients are gone, descriptors free up and new sessions are served again.
+    let mut c = proxy.connect();
+    c.set_read_timeout(Some(LIVENESS * 2)).unwrap();
+    client::echoes(&mut c, b'!');
+    assert!(proxy.try_exit().is_none(), "fanout exited");
+}
+
+#[test]
+fn bytes_sent_while_backend_connect_is_pending_are_delivered() {
+    // The backend's accept queue is full, so the proxy's SYN is dropped and its connect waits for
+    // a retransmission; meanwhile the client uploads. Nothing may be lost or reordered.
+    let len = 2 * MIB;
+    let hole = FullBacklog::new();
+    let addr = hole.addr();
+    let proxy = Fanout::relay(addr, &["--connect-timeout", "30s"]);
+    let mut c = proxy.connect();
+    let mut up = c.try_clone().unwrap();
+    up.set_write_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let writer = std::thread::spawn(move || {
+        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+        up.shutdown(Shutdown::Write).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _backend = hole.start_accepting(backend::count_upload);
+    c.set_read_timeout(Some(BACKEND_TIMEOUT)).unwrap();
+    let answer = client::read_to_eof(&mut c);
+    writer.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        backend::count_line(len, pattern::digest(len))
+    );
+}
+
+/// A backend that streams `len` bytes and records whether (and when) its writes failed because
+/// the proxy closed its side.
+fn stream_noting_cut(len: u64, cut: Arc<Mutex<Option<Instant>>>) -> Backend {
+    Backend::spawn(move |mut s, _| {
+        if pattern::write(&mut s, len, |_| {}).is_err() {
+            *cut.lock().unwrap() = Some(Instant::now());
+        }
+    })
+}
+
+#[test]
+fn client_reset_mid_response_closes_backend_promptly() {
+    let cut = Arc::new(Mutex::new(None));
+    let b = stream_noting_cut(GIB, Arc::clone(&cut));
+    let proxy = Fanout::relay(b.addr(), &[]);
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, MIB);
+    backend::reset(c);
+    assert!(
+        eventually(PROMPTLY, || cut.lock().unwrap().is_some()),
+        "the backend is still being read after its client reset"
+    );
+    // The proxy is unharmed: the next client is served.
+    Verifier::new().read_exactly(&mut proxy.connect(), MIB);
+}
+
+#[test]
+fn duplex_client_reset_mid_response_closes_primary_and_reports_closed_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let cut = Arc::new(Mutex::new(None));
+    let primary = stream_noting_cut(GIB, Arc::clone(&cut));
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str()],
+    );
+    let mut c = proxy.connect();
+    Verifier::new().read_exactly(&mut c, MIB);
+    backend::reset(c);
+    assert!(
+        eventually(PROMPTLY, || cut.lock().unwrap().is_some()),
+        "the primary is still being read after its client reset"
+    );
+    let sessions = report::wait_for(&path, 1);
+    let p = report::backend(&sessions[0], &primary.arg());
+    assert_eq!(p["outcome"], "closed-early", "{p:#}");
+}
