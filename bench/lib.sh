@@ -5,7 +5,7 @@
 # file, then calls, in order:
 #   prepare          install what is missing, build fanout, raise limits, decide the pinning
 #   make_workdir     temp dir with /small, /large, nginx.conf and haproxy.cfg
-#   start_backends   nginx on NGINX_PORT and NGINX_PORT2
+#   start_backends   nginx, on one port per target (BACKEND[T]) and one for the duplex secondary
 #   start_target T   for T in direct|relay|duplex|haproxy: sets ADDR[T] and, for proxies, PROXY_PID[T]
 # Everything started is stopped by the EXIT trap this file installs; the sourcing script may define
 # keep_results (called with WORK still there, before it is removed).
@@ -28,7 +28,7 @@ RESULTS_DIR="$BENCH_DIR/results"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
-declare -A ADDR=() PROXY_PID=() LABEL=()
+declare -A ADDR=() PROXY_PID=() LABEL=() BACKEND=()
 LABEL[direct]="(a) direct, no proxy"
 LABEL[relay]="(b) fanout relay"
 LABEL[duplex]="(c) fanout duplex, 1 secondary"
@@ -227,8 +227,15 @@ make_workdir() {
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/fanout-bench.XXXXXX")
     chmod 755 "$WORK" # nginx workers run as nobody
     mkdir -p "$WORK/www" "$WORK/res" "$WORK/logs" "$WORK/nginx-tmp"
-    pick_port NGINX_PORT      # primary backend
-    pick_port NGINX_PORT2     # the duplex secondary: same nginx, another port
+    # Each target reaches nginx on a port of its own: with a new connection per request, the
+    # TIME-WAIT sockets one target leaves behind then never collide with the next target's
+    # connections (same 4-tuple), so no target pays for the one measured before it.
+    local t port
+    for t in direct relay duplex haproxy; do
+        pick_port port
+        BACKEND[$t]=$port
+    done
+    pick_port SECONDARY_PORT  # the duplex secondary: same nginx, another port
     pick_port HAPROXY_PORT
 
     head -c "$SMALL_BYTES" /dev/zero | tr '\0' 'x' >"$WORK/www/small"
@@ -263,8 +270,11 @@ http {
     fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
     uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
     scgi_temp_path $WORK/nginx-tmp/scgi;
-    server { listen 127.0.0.1:$NGINX_PORT;  root $WORK/www; }
-    server { listen 127.0.0.1:$NGINX_PORT2; root $WORK/www; }
+    server { listen 127.0.0.1:${BACKEND[direct]};  root $WORK/www; }
+    server { listen 127.0.0.1:${BACKEND[relay]};   root $WORK/www; }
+    server { listen 127.0.0.1:${BACKEND[duplex]};  root $WORK/www; }
+    server { listen 127.0.0.1:${BACKEND[haproxy]}; root $WORK/www; }
+    server { listen 127.0.0.1:$SECONDARY_PORT;     root $WORK/www; }
 }
 EOF
 
@@ -284,15 +294,15 @@ frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend nginx
 backend nginx
-    server nginx 127.0.0.1:$NGINX_PORT
+    server nginx 127.0.0.1:${BACKEND[haproxy]}
 EOF
 }
 
 # ------------------------------------------------------------------------------------------- targets
 start_backends() {
     start nginx "${PIN_LOAD[@]}" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/logs/nginx-error.log"
-    wait_port "$NGINX_PORT" "$STARTED_PID" nginx
-    wait_port "$NGINX_PORT2" "$STARTED_PID" nginx
+    local port
+    for port in "${BACKEND[@]}" "$SECONDARY_PORT"; do wait_port "$port" "$STARTED_PID" nginx; done
 }
 
 start_fanout() { # start_fanout NAME ARGS...: sets FANOUT_ADDR from its "listening on" line
@@ -314,13 +324,13 @@ start_target() { # start_target T: 1 (with a message in START_ERROR) if it did n
     START_ERROR=""
     case $t in
     direct)
-        ADDR[$t]=127.0.0.1:$NGINX_PORT
+        ADDR[$t]=127.0.0.1:${BACKEND[direct]}
         ;;
     relay | duplex)
-        local args=(relay --listen 127.0.0.1:0 --to "127.0.0.1:$NGINX_PORT")
+        local args=(relay --listen 127.0.0.1:0 --to "127.0.0.1:${BACKEND[relay]}")
         if [[ $t == duplex ]]; then
-            args=(duplex --listen 127.0.0.1:0 --primary "127.0.0.1:$NGINX_PORT"
-                --secondary "127.0.0.1:$NGINX_PORT2")
+            args=(duplex --listen 127.0.0.1:0 --primary "127.0.0.1:${BACKEND[duplex]}"
+                --secondary "127.0.0.1:$SECONDARY_PORT")
         fi
         if ! start_fanout "fanout-$t" "${args[@]}"; then
             START_ERROR="fanout $t did not start: $(tail -c 300 "$WORK/logs/fanout-$t.err" | tr '\n' ' ')"
