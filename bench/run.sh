@@ -128,7 +128,7 @@ measure_rps() {  # measure_rps TARGET ROUND: one wrk run; appends rps, p99, CPU/
     if ((${#PIN_PROXY[@]})); then
         # Busy time of the proxy's CPU not spent by the proxy: other work on the machine.
         others=$(awk -v d=$((b1 - b0 - (c1 - c0))) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) \
-            'BEGIN { v = d / hz / (ns / 1e9) * 100; printf "%.0f\n", (v < 0 ? 0 : v) }')
+            'BEGIN { v = d / hz / (ns / 1e9) * 100; printf "%.0f\n", (v < 0 ? 0 : v > 100 ? 100 : v) }')
         echo "$others" >>"$WORK/res/$t.others"
         others=", others on cpu $PROXY_CPU: $others%"
     fi
