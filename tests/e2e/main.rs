@@ -16,6 +16,7 @@
 mod support;
 
 mod backpressure;
+mod captures;
 mod cli;
 mod failures;
 mod half_close;
