@@ -190,13 +190,10 @@ fn play_level(scripts: &Arc<Vec<SessionScript>>, opts: &Opts, limit: Option<usiz
             } else {
                 progress.next
             };
-            match rx.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(o) => {
-                    in_flight -= 1;
-                    take(o, &mut level, &mut done);
-                }
-                // The scheduler holds a sender, so this is only ever a timeout.
-                Err(_) => {}
+            // The scheduler holds a sender, so an error is only ever a timeout.
+            if let Ok(o) = rx.recv_timeout(until.saturating_duration_since(now)) {
+                in_flight -= 1;
+                take(o, &mut level, &mut done);
             }
             progress.tick(done, in_flight, level.errors);
         }
@@ -223,12 +220,9 @@ fn play_level(scripts: &Arc<Vec<SessionScript>>, opts: &Opts, limit: Option<usiz
         }
     }
     while in_flight > 0 {
-        match rx.recv_timeout(progress.next.saturating_duration_since(Instant::now())) {
-            Ok(o) => {
-                in_flight -= 1;
-                take(o, &mut level, &mut done);
-            }
-            Err(_) => {}
+        if let Ok(o) = rx.recv_timeout(progress.next.saturating_duration_since(Instant::now())) {
+            in_flight -= 1;
+            take(o, &mut level, &mut done);
         }
         progress.tick(done, in_flight, level.errors);
     }
