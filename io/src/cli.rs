@@ -8,6 +8,14 @@
 //! fanout -l PORT|ADDR -r ADDR [-d ADDR,ADDR,...] [COMMON]          (the em-proxy form)
 //! ```
 //!
+//! and the capture tools, which run no proxy ([`Invocation`]):
+//!
+//! ```text
+//! fanout capture inspect FILE [--json]
+//! fanout replay --engine FILE
+//! fanout replay FILE --to ADDR [--speed X] [--concurrency 1,2,4,...] [--timeout DUR] [--expect-recorded]
+//! ```
+//!
 //! `--config FILE` reads a TOML file with the same keys in kebab-case (`listen`, `to`, `primary`,
 //! `secondary`, `report`, `connect-timeout`, ...); a flag given on the command line wins over the
 //! file. Every problem here is a usage error (exit status 2).
@@ -66,6 +74,60 @@ pub enum Mode {
     Relay(RelayArgs),
     /// Forward every client to a primary and copy its bytes to secondaries; report differences.
     Duplex(DuplexArgs),
+    /// Look into a capture recorded with --capture.
+    #[command(subcommand)]
+    Capture(CaptureCmd),
+    /// Replay a capture into the engine (--engine) or against a live server (--to).
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaptureCmd {
+    /// Summarise a capture (all its rotated files): sessions, backends, bytes, duration, digests.
+    Inspect {
+        /// The capture's first file; FILE.1, FILE.2, ... are read after it when present.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// One JSON object per line: the header, then every record (bytes as hex).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// The capture's first file; FILE.1, FILE.2, ... are read after it when present.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Feed the recorded inputs to a fresh engine; fail unless it reproduces the recorded
+    /// output digest.
+    #[arg(long, conflicts_with_all = ["to", "speed", "concurrency", "expect_recorded"])]
+    pub engine: bool,
+    /// Play the recorded clients against this live server (IP:PORT or HOST:PORT).
+    #[arg(long, value_name = "ADDR", required_unless_present = "engine")]
+    pub to: Option<String>,
+    /// Pacing factor: 2 plays twice as fast as recorded, 0.5 half as fast.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub speed: f64,
+    /// Sweep these concurrency levels (sessions in flight), each over all sessions, and print a
+    /// table of throughput and latency per level. Without it sessions start at their recorded
+    /// times.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    /// Longest a connect, a read or a write may wait.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+    /// Compare each session's response with what the recorded client received; count mismatches.
+    #[arg(long)]
+    pub expect_recorded: bool,
+}
+
+/// What the command line asks for: a proxy, or one of the capture tools.
+#[derive(Debug)]
+pub enum Invocation {
+    Proxy(Box<Settings>),
+    Inspect { file: PathBuf, json: bool },
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +191,13 @@ pub struct Common {
     /// Append one JSON line per finished session to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Record the engine's inputs (and a digest of its outputs) to FILE; see
+    /// docs/capture-format.md. With --threads N, loop k>0 records to FILE.t<k>.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// Rotate the capture to FILE.1, FILE.2, ... once a file passes this size [default: 1GiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub capture_max_size: Option<u64>,
     /// TOML file with the same keys as the flags (kebab-case); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -147,7 +216,16 @@ pub struct Settings {
     pub threads: usize,
     pub report: Option<PathBuf>,
     pub verbose: bool,
+    /// The form used: `relay`, `duplex` or `fanout` (the em-proxy form); recorded in captures.
+    pub mode: String,
+    /// `--capture FILE`.
+    pub capture: Option<PathBuf>,
+    /// `--capture-max-size`: a capture file rotates once it passes this many bytes.
+    pub capture_max_size: u64,
 }
+
+/// The default `--capture-max-size`.
+pub const CAPTURE_MAX_SIZE: u64 = 1 << 30;
 
 /// What went wrong parsing the command line.
 #[derive(Debug)]
@@ -165,8 +243,45 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(CliError::Clap)?;
-    settings(cli).map_err(|m| CliError::Usage(Error::Usage(m)))
+    match parse_invocation(args)? {
+        Invocation::Proxy(s) => Ok(*s),
+        _ => Err(CliError::Usage(Error::Usage(
+            "capture and replay run no proxy".into(),
+        ))),
+    }
+}
+
+/// Parses the command line (including `argv[0]`): a proxy's settings or a capture tool.
+pub fn parse_invocation<I, T>(args: I) -> Result<Invocation, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cli = Cli::try_parse_from(args).map_err(CliError::Clap)?;
+    match cli.mode.take() {
+        Some(Mode::Capture(CaptureCmd::Inspect { file, json })) => {
+            Ok(Invocation::Inspect { file, json })
+        }
+        Some(Mode::Replay(r)) => {
+            if !(r.speed.is_finite() && r.speed > 0.0) {
+                return Err(CliError::Usage(Error::Usage(
+                    "--speed must be a positive number".into(),
+                )));
+            }
+            if r.concurrency.contains(&0) {
+                return Err(CliError::Usage(Error::Usage(
+                    "--concurrency levels must be at least 1".into(),
+                )));
+            }
+            Ok(Invocation::Replay(r))
+        }
+        mode => {
+            cli.mode = mode;
+            settings(cli)
+                .map(|s| Invocation::Proxy(Box::new(s)))
+                .map_err(|m| CliError::Usage(Error::Usage(m)))
+        }
+    }
 }
 
 /// The listen address, backends and common flags of whichever form was used.
@@ -201,6 +316,9 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             listen_flag: "--listen ADDR",
             primary_flag: "--primary ADDR",
         },
+        Some(Mode::Capture(_) | Mode::Replay(_)) => {
+            return Err("capture and replay run no proxy".into())
+        }
         None => {
             if cli.em.listen.is_none() && cli.em.remote.is_none() && cli.common.config.is_none() {
                 return Err("give a subcommand (relay, duplex) or the em-proxy flags \
@@ -325,6 +443,10 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
 
+    let capture_max_size = cm.capture_max_size.unwrap_or(CAPTURE_MAX_SIZE);
+    if capture_max_size == 0 {
+        return Err("--capture-max-size must be at least 1 byte".into());
+    }
     Ok(Settings {
         listen,
         backends,
@@ -332,6 +454,9 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
         threads,
         report,
         verbose,
+        mode: c.form.to_string(),
+        capture: cm.capture,
+        capture_max_size,
     })
 }
 

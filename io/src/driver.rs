@@ -17,6 +17,7 @@
 //! ready list so one busy socket cannot starve the rest.
 
 use crate::addr::Backend;
+use crate::capture::Recorder;
 use crate::clock::Clock;
 use crate::report::ReportSink;
 use crate::sockets::{Sock, Sockets};
@@ -67,6 +68,8 @@ pub(crate) struct Driver {
     accept: AcceptGate,
     next_conn: u64,
     reports: ReportSink,
+    /// `--capture`: sees every event handed to the engine and every command it emits.
+    recorder: Option<Recorder>,
     draining: bool,
     done: bool,
 }
@@ -102,6 +105,7 @@ impl Driver {
         mut drain_rx: UnixStream,
         backends: Arc<[Backend]>,
         reports: ReportSink,
+        recorder: Option<Recorder>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
@@ -124,6 +128,7 @@ impl Driver {
             accept: AcceptGate::default(),
             next_conn: 1,
             reports,
+            recorder,
             draining: false,
             done: false,
         })
@@ -150,6 +155,9 @@ impl Driver {
             self.run_ready();
             self.expire();
         }
+        if let Some(r) = &mut self.recorder {
+            r.finish();
+        }
         Ok(())
     }
 
@@ -171,8 +179,18 @@ impl Driver {
 
     /// Hands one event to the engine and carries out everything that follows.
     fn dispatch(&mut self, event: Event) {
-        self.engine.handle(self.clock.now(), event);
+        self.handle(event);
         self.pump();
+    }
+
+    /// The one place events enter the engine, so a capture sees each of them with the very
+    /// instant the engine was given.
+    fn handle(&mut self, event: Event) {
+        let now = self.clock.now();
+        if let Some(r) = &mut self.recorder {
+            r.input(now, &event);
+        }
+        self.engine.handle(now, event);
     }
 
     /// Drains commands, flushes the writes they queued, and feeds back the events that
@@ -180,11 +198,14 @@ impl Driver {
     fn pump(&mut self) {
         loop {
             while let Some(cmd) = self.engine.poll_command() {
+                if let Some(r) = &mut self.recorder {
+                    r.output(&cmd);
+                }
                 self.execute(cmd);
             }
             self.flush_dirty();
             match self.pending.pop_front() {
-                Some(event) => self.engine.handle(self.clock.now(), event),
+                Some(event) => self.handle(event),
                 None => break,
             }
         }

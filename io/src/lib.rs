@@ -21,6 +21,9 @@
 //! | `stream` | a TCP or unix socket; errno -> engine `Failure` |
 //! | `writeq` | a socket's queue of `Bytes`, written with `send`/`writev` |
 //! | `clock` | engine `Instant`s from one startup epoch |
+//! | `capture` | `--capture`: the `Recorder` every engine input and output passes through |
+//! | [`tools`] | `fanout capture inspect` and `fanout replay --engine` |
+//! | [`playback`] | `fanout replay FILE --to ADDR`: recorded clients against a live server |
 //! | `signals` | SIGTERM/SIGINT and [`Stopper`] -> drain, through a socket pair per loop |
 //! | [`report`] | JSON Lines report and `-v` summary lines |
 //! | [`error`] | usage (exit 2) vs runtime (exit 1) errors |
@@ -37,17 +40,20 @@
 #![warn(missing_debug_implementations)]
 
 pub mod addr;
+mod capture;
 pub mod cli;
 mod clock;
 mod config_file;
 mod driver;
 pub mod error;
 mod listener;
+pub mod playback;
 mod proxy;
 pub mod report;
 mod signals;
 mod sockets;
 mod stream;
+pub mod tools;
 pub mod units;
 mod writeq;
 

@@ -1,13 +1,14 @@
 //! The `fanout` binary: parse, bind, print `listening on ADDR`, run until drained.
 
-use fanout_io::cli::{self, CliError};
+use fanout_io::cli::{self, CliError, Invocation};
 use fanout_io::{Error, Proxy, SignalGuard};
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let settings = match cli::parse(std::env::args_os()) {
-        Ok(s) => s,
+    let settings = match cli::parse_invocation(std::env::args_os()) {
+        Ok(Invocation::Proxy(s)) => s,
+        Ok(tool) => return run_tool(tool),
         Err(CliError::Clap(e)) => e.exit(),
         Err(CliError::Usage(e)) => return fail(&e),
     };
@@ -30,6 +31,24 @@ fn main() -> ExitCode {
     let _ = out.flush();
     drop(out);
     match proxy.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// `capture inspect` and `replay`: no proxy, no logging set-up; results on stdout, errors on
+/// stderr with exit status 1.
+fn run_tool(tool: Invocation) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = match tool {
+        Invocation::Inspect { file, json: false } => fanout_io::tools::inspect(&file, &mut out),
+        Invocation::Inspect { file, json: true } => fanout_io::tools::dump_json(&file, &mut out),
+        Invocation::Replay(r) if r.engine => fanout_io::tools::replay_engine(&r.file, &mut out),
+        Invocation::Replay(r) => fanout_io::playback::run(&r),
+        Invocation::Proxy(_) => Ok(()),
+    };
+    let _ = out.flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

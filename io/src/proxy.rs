@@ -1,5 +1,6 @@
 //! A whole proxy: its listeners bound, one event loop per thread, run until drained.
 
+use crate::capture::{self, Recorder};
 use crate::cli::Settings;
 use crate::clock::Clock;
 use crate::driver::Driver;
@@ -7,8 +8,10 @@ use crate::error::{describe, Error};
 use crate::listener;
 use crate::report::ReportSink;
 use crate::signals::{self, Stopper};
+use fanout_engine::capture::Header;
 use fanout_engine::{Config, Engine};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A bound, not yet running proxy. Binding happens in [`Proxy::bind`] so that the caller can
@@ -43,15 +46,33 @@ impl Proxy {
         let per_loop = per_loop_config(&settings.engine, settings.threads);
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
-        for l in listeners {
+        for (index, l) in listeners.into_iter().enumerate() {
             let runtime =
                 |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
             let (rx, tx) = signals::trigger().map_err(runtime)?;
             let engine = Engine::new(per_loop.clone())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
+            let recorder = match &settings.capture {
+                Some(path) => Some(start_capture(
+                    settings,
+                    &per_loop,
+                    local_addr,
+                    &clock,
+                    &capture::loop_path(path, index),
+                )?),
+                None => None,
+            };
             drivers.push(
-                Driver::new(engine, clock, l, rx, backends.clone(), sink.clone())
-                    .map_err(runtime)?,
+                Driver::new(
+                    engine,
+                    clock,
+                    l,
+                    rx,
+                    backends.clone(),
+                    sink.clone(),
+                    recorder,
+                )
+                .map_err(runtime)?,
             );
             triggers.push(tx);
         }
@@ -105,6 +126,35 @@ fn per_loop_config(cfg: &Config, threads: usize) -> Config {
         max_connections: cfg.max_connections.div_ceil(threads),
         ..cfg.clone()
     }
+}
+
+/// Opens one loop's capture file and writes its header.
+fn start_capture(
+    settings: &Settings,
+    config: &Config,
+    listen: SocketAddr,
+    clock: &Clock,
+    path: &Path,
+) -> Result<Recorder, Error> {
+    let epoch_unix_ms = clock
+        .wall_epoch
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let header = Header {
+        segment: 0,
+        mode: settings.mode.clone(),
+        listen: listen.to_string(),
+        backends: settings.backends.iter().map(|b| b.name.clone()).collect(),
+        config: config.clone(),
+        epoch_unix_ms,
+    };
+    Recorder::create(path, settings.capture_max_size, header).map_err(|e| {
+        Error::Runtime(format!(
+            "cannot write the capture file {}: {}",
+            path.display(),
+            describe(&e)
+        ))
+    })
 }
 
 fn loop_failed(e: std::io::Error) -> Error {

@@ -16,7 +16,9 @@
 mod support;
 
 mod backpressure;
+mod captures;
 mod cli;
+mod cross_driver;
 mod failures;
 mod half_close;
 mod leaks;

@@ -1,0 +1,336 @@
+//! The capture tools that need no network: `fanout capture inspect FILE [--json]` and
+//! `fanout replay --engine FILE`.
+//!
+//! Both read every file of a capture (`FILE`, then `FILE.1`, `FILE.2`, ... while they exist) with
+//! the engine's [`Decoder`], one record at a time, so an error names the file and the byte offset
+//! where it starts and nothing larger than the format's limits is ever allocated.
+
+use crate::error::{describe, Error};
+use fanout_engine::capture::script::{self, SessionScript};
+use fanout_engine::capture::{read_segments, segment_name, Decoder, Header, Record, Replayer};
+use fanout_engine::{Engine, Event, Peer};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The files of the capture starting at `base`, in order, opened. `base` must exist; the
+/// rotated files are taken while they exist.
+pub fn open_segments(base: &Path) -> Result<Vec<(String, BufReader<File>)>, Error> {
+    let base = base
+        .to_str()
+        .ok_or_else(|| Error::Runtime(format!("{}: the path is not UTF-8", base.display())))?;
+    let mut files = Vec::new();
+    for n in 0.. {
+        let name = segment_name(base, n);
+        match File::open(&name) {
+            Ok(f) => files.push((name, BufReader::with_capacity(1 << 20, f))),
+            Err(e) if n > 0 && e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => {
+                return Err(Error::Runtime(format!(
+                    "cannot open {name}: {}",
+                    describe(&e)
+                )))
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Walks every record of a capture, in order, with the file and offset it starts at. Checks
+/// that each file continues the one before (as [`read_segments`] does).
+fn walk(
+    base: &Path,
+    mut each: impl FnMut(&str, u64, &Header, Record) -> Result<(), Error>,
+) -> Result<Header, Error> {
+    let mut first: Option<Header> = None;
+    for (n, (name, reader)) in open_segments(base)?.into_iter().enumerate() {
+        let bad = |e: &dyn std::fmt::Display| Error::Runtime(format!("{name}: {e}"));
+        let mut dec = Decoder::new(reader).map_err(|e| bad(&e))?;
+        let header = dec.header().clone();
+        if header.segment as usize != n {
+            return Err(bad(&format!(
+                "at byte 24: is segment {} of its capture, expected segment {n}",
+                header.segment
+            )));
+        }
+        if let Some(f) = &first {
+            if f.config != header.config || f.backends != header.backends {
+                return Err(bad(
+                    &"at byte 24: recorded with another configuration than segment 0",
+                ));
+            }
+        }
+        loop {
+            let offset = dec.offset();
+            match dec.next_record().map_err(|e| bad(&e))? {
+                Some(record) => each(&name, offset, &header, record)?,
+                None => break,
+            }
+        }
+        first.get_or_insert(header);
+    }
+    first.ok_or_else(|| Error::Runtime("no capture file".into()))
+}
+
+// ---- replay --engine --------------------------------------------------------------------
+
+/// `fanout replay --engine FILE`: feeds every recorded input to a fresh engine built from the
+/// header's config and checks each recorded `Outputs` digest. Prints one line; an error names
+/// where the replay diverged.
+pub fn replay_engine(base: &Path, out: &mut impl Write) -> Result<(), Error> {
+    let mut replayer: Option<Replayer<_>> = None;
+    walk(base, |name, offset, header, record| {
+        if replayer.is_none() {
+            let engine = Engine::new(header.config.clone()).map_err(|e| {
+                Error::Runtime(format!("{name}: the recorded config is refused: {e}"))
+            })?;
+            replayer = Some(Replayer::new(engine));
+        }
+        let r = replayer.as_mut().expect("set above");
+        r.apply(record, |_| {}).map_err(|d| {
+            Error::Runtime(format!(
+                "{name}: at byte {offset}: the replay diverged: {d}"
+            ))
+        })
+    })?;
+    let Some(r) = replayer else {
+        return Err(Error::Runtime(format!(
+            "{}: the capture holds no records: nothing to replay",
+            base.display()
+        )));
+    };
+    if r.checked() == 0 {
+        return Err(Error::Runtime(format!(
+            "{}: replayed {} inputs, but the capture holds no Outputs digest to check them \
+             against (was the proxy killed before it drained?)",
+            base.display(),
+            r.inputs()
+        )));
+    }
+    let _ = writeln!(
+        out,
+        "reproduced {} inputs, {} commands, digest {:016x} ({} digest(s) checked)",
+        r.inputs(),
+        r.digest().count(),
+        r.digest().value(),
+        r.checked()
+    );
+    Ok(())
+}
+
+// ---- capture inspect --------------------------------------------------------------------
+
+/// `fanout capture inspect FILE --json`: the header, then one JSON object per record, each
+/// with the file and byte offset it starts at. `Read` data is hex (`data`) with its length
+/// (`len`): hex because it is unambiguous, greppable and needs no decoder to eyeball.
+pub fn dump_json(base: &Path, out: &mut impl Write) -> Result<(), Error> {
+    let mut header_done = false;
+    let write_err = |e: io::Error| Error::Runtime(format!("cannot write: {e}"));
+    walk(base, |name, offset, header, record| {
+        if !header_done {
+            header_done = true;
+            let line = serde_json::json!({ "file": name, "header": header });
+            writeln!(out, "{line}").map_err(write_err)?;
+        }
+        let mut value = serde_json::to_value(&record)
+            .map_err(|e| Error::Runtime(format!("{name}: at byte {offset}: {e}")))?;
+        if let Record::Input {
+            event: Event::Read { data, .. },
+            ..
+        } = &record
+        {
+            if let Some(read) = value.pointer_mut("/Input/event/Read") {
+                read["len"] = data.len().into();
+                read["data"] = hex(data).into();
+            }
+        }
+        let line = serde_json::json!({ "file": name, "offset": offset, "record": value });
+        writeln!(out, "{line}").map_err(write_err)
+    })?;
+    Ok(())
+}
+
+fn hex(data: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `fanout capture inspect FILE`: what was recorded, in a few lines a person reads.
+pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
+    let files = open_segments(base)?;
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let size: u64 = names
+        .iter()
+        .filter_map(|n| std::fs::metadata(n).ok())
+        .map(|m| m.len())
+        .sum();
+    let capture = read_segments(files).map_err(Error::Runtime)?;
+    let h = &capture.header;
+    let mut s = Summary::default();
+    for r in &capture.records {
+        s.add(r);
+    }
+    let mut w = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        w,
+        "capture {} ({} file(s), {size} bytes, {} records)",
+        base.display(),
+        names.len(),
+        capture.records.len()
+    );
+    let started = UNIX_EPOCH + Duration::from_millis(h.epoch_unix_ms);
+    let _ = writeln!(
+        w,
+        "mode {}, listening on {}, proxy started {}",
+        h.mode,
+        h.listen,
+        humantime::format_rfc3339_millis(started)
+    );
+    for (i, b) in h.backends.iter().enumerate() {
+        let role = if i == 0 { "primary" } else { "secondary" };
+        let _ = writeln!(
+            w,
+            "backend {i} {b} ({role}): {} connect(s), sent {} bytes",
+            s.connects.get(&i).copied().unwrap_or(0),
+            s.backend_bytes.get(&i).copied().unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "sessions {}; clients sent {} bytes",
+        s.sessions, s.client_bytes
+    );
+    let dur = s.last.saturating_sub(s.first);
+    let _ = writeln!(
+        w,
+        "inputs {} over {:.3}s (first at {:.3}s, last at {:.3}s on the proxy's clock)",
+        s.inputs,
+        dur as f64 / 1e9,
+        s.first as f64 / 1e9,
+        s.last as f64 / 1e9
+    );
+    let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(w, "events: {}", kinds.join(", "));
+    for (after, commands, digest) in &s.outputs {
+        let _ = writeln!(
+            w,
+            "outputs after {after} inputs: {commands} commands, digest {digest:016x}"
+        );
+    }
+    if s.outputs.is_empty() {
+        let _ = writeln!(w, "outputs: none recorded (the proxy did not end cleanly)");
+    }
+    match script::sessions(h, &capture.records) {
+        Ok(scripts) => session_table(&mut w, &scripts, h.backends.len()),
+        Err(e) => {
+            let _ = writeln!(w, "sessions: cannot be replayed: {e}");
+        }
+    }
+    out.write_all(w.as_bytes())
+        .map_err(|e| Error::Runtime(format!("cannot write: {e}")))
+}
+
+/// Sessions listed at most; a summary line covers the rest.
+const SESSIONS_LISTED: usize = 50;
+
+fn session_table(w: &mut String, scripts: &[SessionScript], backends: usize) {
+    use std::fmt::Write as _;
+    let mut head = String::from("  conn   accepted_s  client_sent  client_got  client_eof");
+    for b in 0..backends {
+        let _ = write!(head, "  backend{b}_sent");
+    }
+    let _ = writeln!(w, "{head}");
+    for s in scripts.iter().take(SESSIONS_LISTED) {
+        let conn = s.conn.map_or(0, |c| c.0);
+        let eof = s
+            .client
+            .eof
+            .map_or("-".to_string(), |d| format!("{:.3}s", d.as_secs_f64()));
+        let _ = write!(
+            w,
+            "  {conn:<6} {:>10.3}  {:>11}  {:>10}  {eof:>10}",
+            s.accepted_at.as_nanos() as f64 / 1e9,
+            s.client.len(),
+            s.client_saw.len()
+        );
+        for b in 0..backends {
+            let n = s
+                .backends
+                .get(&fanout_engine::BackendId(b as u16))
+                .map_or(0, |st| st.len());
+            let _ = write!(w, "  {n:>14}");
+        }
+        let _ = writeln!(w);
+    }
+    if scripts.len() > SESSIONS_LISTED {
+        let _ = writeln!(w, "  ... and {} more", scripts.len() - SESSIONS_LISTED);
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    inputs: u64,
+    first: u64,
+    last: u64,
+    sessions: u64,
+    client_bytes: u64,
+    backend_bytes: BTreeMap<usize, u64>,
+    connects: BTreeMap<usize, u64>,
+    kinds: BTreeMap<&'static str, u64>,
+    /// (inputs before it, commands, digest) per `Outputs` record.
+    outputs: Vec<(u64, u64, u64)>,
+}
+
+impl Summary {
+    fn add(&mut self, record: &Record) {
+        match record {
+            Record::Outputs { commands, digest } => {
+                self.outputs.push((self.inputs, *commands, *digest))
+            }
+            Record::Input { at, event } => {
+                let at = at.as_nanos();
+                if self.inputs == 0 {
+                    self.first = at;
+                }
+                self.last = at;
+                self.inputs += 1;
+                let kind = match event {
+                    Event::Accepted { .. } => {
+                        self.sessions += 1;
+                        "accepted"
+                    }
+                    Event::Connected { sock } => {
+                        if let Peer::Backend(b) = sock.peer {
+                            *self.connects.entry(usize::from(b.0)).or_default() += 1;
+                        }
+                        "connected"
+                    }
+                    Event::ConnectFailed { .. } => "connect-failed",
+                    Event::Read { sock, data } => {
+                        let n = data.len() as u64;
+                        match sock.peer {
+                            Peer::Client => self.client_bytes += n,
+                            Peer::Backend(b) => {
+                                *self.backend_bytes.entry(usize::from(b.0)).or_default() += n
+                            }
+                        }
+                        "read"
+                    }
+                    Event::ReadClosed { .. } => "read-closed",
+                    Event::Flushed { .. } => "flushed",
+                    Event::Failed { .. } => "failed",
+                    Event::Timeout => "timeout",
+                    Event::Drain => "drain",
+                };
+                *self.kinds.entry(kind).or_default() += 1;
+            }
+        }
+    }
+}
