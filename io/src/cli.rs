@@ -590,6 +590,58 @@ mod tests {
     }
 
     #[test]
+    fn capture_flags_and_tools_parse() {
+        let s = ok(&[
+            "relay",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--capture",
+            "/tmp/c.fcap",
+        ]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/c.fcap")));
+        assert_eq!(s.capture_max_size, CAPTURE_MAX_SIZE);
+        assert_eq!(s.mode, "relay");
+        let s = ok(&["-l", "9000", "-r", "8081", "--capture-max-size", "64MiB"]);
+        assert_eq!((s.capture_max_size, s.mode.as_str()), (64 << 20, "fanout"));
+
+        let tool =
+            |a: &[&str]| parse_invocation(std::iter::once("fanout").chain(a.iter().copied()));
+        assert!(matches!(
+            tool(&["capture", "inspect", "x.fcap", "--json"]),
+            Ok(Invocation::Inspect { json: true, .. })
+        ));
+        assert!(matches!(
+            tool(&["replay", "--engine", "x.fcap"]),
+            Ok(Invocation::Replay(ReplayArgs { engine: true, .. }))
+        ));
+        let Ok(Invocation::Replay(r)) = tool(&[
+            "replay",
+            "x.fcap",
+            "--to",
+            "127.0.0.1:80",
+            "--speed",
+            "2.5",
+            "--concurrency",
+            "1,4,16",
+        ]) else {
+            panic!("replay --to refused")
+        };
+        assert_eq!((r.speed, r.concurrency), (2.5, vec![1, 4, 16]));
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        for bad in [
+            &["replay", "x.fcap"][..],
+            &["replay", "x.fcap", "--to", "80", "--speed", "0"],
+            &["replay", "x.fcap", "--to", "80", "--concurrency", "0,2"],
+            &["replay", "--engine", "x.fcap", "--to", "80"],
+            &["capture", "inspect"],
+        ] {
+            assert!(tool(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
     fn bad_flags_exit_with_status_2() {
         let cases: &[&[&str]] = &[
             &[],
