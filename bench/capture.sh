@@ -62,6 +62,7 @@ measure() {
     # time and its exit status.
     local cmd=("$FANOUT" relay --listen 127.0.0.1:0 --to "127.0.0.1:$NGINX_PORT" "$@")
     [[ $PIN == 1 ]] && cmd=(taskset -c 1 "${cmd[@]}")
+    : >"$WORK/fanout.out" # now, not in the child: the loop below must not read the last run's line
     "${cmd[@]}" >"$WORK/fanout.out" 2>"$WORK/fanout.err" &
     local pid=$! addr="" i
     for ((i = 0; i < 100; i++)); do
