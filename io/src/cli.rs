@@ -443,7 +443,12 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
 
-    let capture_max_size = cm.capture_max_size.unwrap_or(CAPTURE_MAX_SIZE);
+    let capture_max_size = size(
+        cm.capture_max_size,
+        &file.capture_max_size,
+        "capture-max-size",
+    )?
+    .unwrap_or(CAPTURE_MAX_SIZE);
     if capture_max_size == 0 {
         return Err("--capture-max-size must be at least 1 byte".into());
     }
@@ -455,7 +460,7 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
         report,
         verbose,
         mode: c.form.to_string(),
-        capture: cm.capture,
+        capture: cm.capture.or(file.capture),
         capture_max_size,
     })
 }
@@ -732,6 +737,27 @@ mod tests {
         assert_eq!(s.engine.high_water, 512 << 10);
         assert_eq!(s.engine.low_water, 1024);
         assert_eq!(s.threads, 1, "the flag wins over the file");
+    }
+
+    #[test]
+    fn capture_keys_come_from_the_file_and_flags_win() {
+        let f = config_file(
+            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\n",
+        );
+        let s = ok(&["relay", "--config", f.path()]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/from-file.fcap")));
+        assert_eq!(s.capture_max_size, 2 << 20);
+        let s = ok(&[
+            "relay",
+            "--config",
+            f.path(),
+            "--capture",
+            "/tmp/flag.fcap",
+            "--capture-max-size",
+            "1KiB",
+        ]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/flag.fcap")));
+        assert_eq!(s.capture_max_size, 1024);
     }
 
     #[test]
