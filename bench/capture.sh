@@ -65,6 +65,7 @@ measure() {
     : >"$WORK/fanout.out" # now, not in the child: the loop below must not read the last run's line
     "${cmd[@]}" >"$WORK/fanout.out" 2>"$WORK/fanout.err" &
     local pid=$! addr="" i
+    PIDS+=("$pid") # stopped by the EXIT trap if this run fails half-way
     for ((i = 0; i < 100; i++)); do
         addr=$(sed -n 's/^listening on //p' "$WORK/fanout.out")
         [[ -n $addr ]] && break
