@@ -443,7 +443,12 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
 
-    let capture_max_size = cm.capture_max_size.unwrap_or(CAPTURE_MAX_SIZE);
+    let capture_max_size = size(
+        cm.capture_max_size,
+        &file.capture_max_size,
+        "capture-max-size",
+    )?
+    .unwrap_or(CAPTURE_MAX_SIZE);
     if capture_max_size == 0 {
         return Err("--capture-max-size must be at least 1 byte".into());
     }
@@ -455,7 +460,7 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
         report,
         verbose,
         mode: c.form.to_string(),
-        capture: cm.capture,
+        capture: cm.capture.or(file.capture),
         capture_max_size,
     })
 }
@@ -590,6 +595,58 @@ mod tests {
     }
 
     #[test]
+    fn capture_flags_and_tools_parse() {
+        let s = ok(&[
+            "relay",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--capture",
+            "/tmp/c.fcap",
+        ]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/c.fcap")));
+        assert_eq!(s.capture_max_size, CAPTURE_MAX_SIZE);
+        assert_eq!(s.mode, "relay");
+        let s = ok(&["-l", "9000", "-r", "8081", "--capture-max-size", "64MiB"]);
+        assert_eq!((s.capture_max_size, s.mode.as_str()), (64 << 20, "fanout"));
+
+        let tool =
+            |a: &[&str]| parse_invocation(std::iter::once("fanout").chain(a.iter().copied()));
+        assert!(matches!(
+            tool(&["capture", "inspect", "x.fcap", "--json"]),
+            Ok(Invocation::Inspect { json: true, .. })
+        ));
+        assert!(matches!(
+            tool(&["replay", "--engine", "x.fcap"]),
+            Ok(Invocation::Replay(ReplayArgs { engine: true, .. }))
+        ));
+        let Ok(Invocation::Replay(r)) = tool(&[
+            "replay",
+            "x.fcap",
+            "--to",
+            "127.0.0.1:80",
+            "--speed",
+            "2.5",
+            "--concurrency",
+            "1,4,16",
+        ]) else {
+            panic!("replay --to refused")
+        };
+        assert_eq!((r.speed, r.concurrency), (2.5, vec![1, 4, 16]));
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        for bad in [
+            &["replay", "x.fcap"][..],
+            &["replay", "x.fcap", "--to", "80", "--speed", "0"],
+            &["replay", "x.fcap", "--to", "80", "--concurrency", "0,2"],
+            &["replay", "--engine", "x.fcap", "--to", "80"],
+            &["capture", "inspect"],
+        ] {
+            assert!(tool(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
     fn bad_flags_exit_with_status_2() {
         let cases: &[&[&str]] = &[
             &[],
@@ -680,6 +737,27 @@ mod tests {
         assert_eq!(s.engine.high_water, 512 << 10);
         assert_eq!(s.engine.low_water, 1024);
         assert_eq!(s.threads, 1, "the flag wins over the file");
+    }
+
+    #[test]
+    fn capture_keys_come_from_the_file_and_flags_win() {
+        let f = config_file(
+            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\n",
+        );
+        let s = ok(&["relay", "--config", f.path()]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/from-file.fcap")));
+        assert_eq!(s.capture_max_size, 2 << 20);
+        let s = ok(&[
+            "relay",
+            "--config",
+            f.path(),
+            "--capture",
+            "/tmp/flag.fcap",
+            "--capture-max-size",
+            "1KiB",
+        ]);
+        assert_eq!(s.capture, Some(PathBuf::from("/tmp/flag.fcap")));
+        assert_eq!(s.capture_max_size, 1024);
     }
 
     #[test]

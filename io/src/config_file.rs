@@ -7,6 +7,8 @@
 //! secondary = ["127.0.0.1:8081"]
 //! idle-timeout = "2m"
 //! high-water = "512KiB"         # or a plain number of bytes
+//! capture = "/var/tmp/traffic.fcap"
+//! capture-max-size = "256MiB"
 //! ```
 
 use crate::units::{parse_duration, parse_size};
@@ -32,6 +34,8 @@ pub(crate) struct FileConfig {
     pub drain_timeout: Option<String>,
     pub threads: Option<usize>,
     pub verbose: Option<bool>,
+    pub capture: Option<PathBuf>,
+    pub capture_max_size: Option<Scalar>,
 }
 
 /// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).

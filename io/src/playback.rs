@@ -381,9 +381,15 @@ fn play_session(script: &SessionScript, opts: &Opts) -> Outcome {
     match writer.join() {
         Ok((sent, result)) => {
             outcome.sent = sent;
-            // A write that fails after the server closed is the server's choice, not an error.
-            if let (Err(e), Ok(())) = (result, &read_result) {
-                if outcome.error.is_none() && sent < script.client.len() {
+            // The server may close before the recorded client finished sending (an early error
+            // answer): the writer is then cancelled or hits a reset, which is the server's
+            // choice. Only a write that timed out (a server that stopped reading) is an error.
+            if let Err(e) = result {
+                let stalled = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                if outcome.error.is_none() && stalled {
                     fail(&mut outcome, "write", &e);
                 }
             }

@@ -228,7 +228,11 @@ pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
         let _ = writeln!(w, "outputs: none recorded (the proxy did not end cleanly)");
     }
     match script::sessions(h, &capture.records) {
-        Ok(scripts) => session_table(&mut w, &scripts, h.backends.len()),
+        Ok(scripts) => {
+            let got: usize = scripts.iter().map(|s| s.client_saw.len()).sum();
+            let _ = writeln!(w, "clients received {got} bytes");
+            session_table(&mut w, &scripts, h.backends.len());
+        }
         Err(e) => {
             let _ = writeln!(w, "sessions: cannot be replayed: {e}");
         }

@@ -235,3 +235,47 @@ fn an_unwritable_capture_path_is_refused_at_start() {
     assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
     assert!(f.stderr.contains("capture"), "{}", f.stderr);
 }
+
+/// `fanout replay --to` with a list of levels prints one row per level; against an echo server
+/// every recorded session completes (each client half-closes in the recording).
+#[test]
+fn replay_to_sweeps_concurrency_levels_with_a_row_each() {
+    let backend = Backend::spawn(echo);
+    let file = golden_dir().join("duplex-http.fcap");
+    let mut a = args(["replay", file.to_str().unwrap(), "--to"]);
+    a.push(backend.arg());
+    a.extend(args([
+        "--concurrency",
+        "1,2,4",
+        "--speed",
+        "4",
+        "--timeout",
+        "10s",
+    ]));
+    let f = run_to_exit(&a, LIVENESS * 3);
+    assert_no_panic(&f);
+    assert!(f.status.success(), "{}\n{}", f.stdout, f.stderr);
+    let rows: Vec<&str> = f.stdout.lines().skip(2).collect();
+    assert_eq!(rows.len(), 3, "one row per level:\n{}", f.stdout);
+    for (row, level) in rows.iter().zip(["1", "2", "4"]) {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], level, "{row}");
+        assert_eq!(cols[1], "5", "5 sessions: {row}");
+        assert_eq!(cols[2], "0", "no errors: {row}");
+        assert!(cols[6].ends_with("ms"), "p50 in ms: {row}");
+    }
+}
+
+/// A server that is not there: every session is an error, the table still prints, exit 1.
+#[test]
+fn replay_to_a_closed_port_counts_errors_and_exits_1() {
+    let file = golden_dir().join("duplex-session.fcap");
+    let closed = crate::support::backend::closed_port();
+    let mut a = args(["replay", file.to_str().unwrap(), "--to"]);
+    a.push(closed.to_string());
+    let f = run_to_exit(&a, LIVENESS * 3);
+    assert_no_panic(&f);
+    assert_eq!(f.status.code(), Some(1), "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("recorded "), "{}", f.stdout);
+    assert!(f.stderr.contains("connect"), "{}", f.stderr);
+}
