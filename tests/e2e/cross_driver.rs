@@ -7,7 +7,8 @@
 //!    their n-th connection with the n-th session's recorded bytes.
 //!
 //! Also here: `fanout replay --to` against a proxy in front of the same playback backends with
-//! `--expect-recorded`, and the (ignored) test that records `tests/captures/duplex-http.fcap`.
+//! `--expect-recorded`, and the test that records a fresh duplex capture (and, with
+//! `FANOUT_BLESS=1`, makes it `tests/captures/duplex-http.fcap`).
 
 use crate::captures::{golden_dir, goldens};
 use crate::support::backend::Stop;
@@ -199,32 +200,39 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
 #[test]
 fn every_golden_capture_gives_clients_the_same_bytes_in_engine_sim_and_io() {
     for file in goldens() {
-        let (header, scripts) = load(&file);
-        let sim = fanout_sim::replay::replay(&header, &scripts, 0, &[]);
-        assert!(
-            sim.error.is_none(),
-            "{}: sim: {:?}",
-            file.display(),
-            sim.error
-        );
-        let io = through_io(&header, &scripts);
-        assert_eq!(sim.received.len(), scripts.len());
-        for (n, s) in scripts.iter().enumerate() {
-            let name = format!("{} session {n}", file.display());
-            assert!(!s.client_saw.is_empty(), "{name}: the client saw nothing");
-            for (driver, got) in [("sim", &sim.received[n]), ("io", &io[n])] {
-                assert!(
-                    *got == s.client_saw,
-                    "{name}: {driver} gave the client {} bytes, the engine replay {} (first difference at byte {})\n{driver}: {:?}\nengine: {:?}",
-                    got.len(),
-                    s.client_saw.len(),
-                    first_difference(got, &s.client_saw),
-                    String::from_utf8_lossy(got),
-                    String::from_utf8_lossy(&s.client_saw),
-                );
-            }
+        same_bytes_in_engine_sim_and_io(&file);
+    }
+}
+
+/// Replays `file` into the engine, the simulator and the real binary; every client must get the
+/// same bytes from all three.
+fn same_bytes_in_engine_sim_and_io(file: &Path) -> Vec<SessionScript> {
+    let (header, scripts) = load(file);
+    let sim = fanout_sim::replay::replay(&header, &scripts, 0, &[]);
+    assert!(
+        sim.error.is_none(),
+        "{}: sim: {:?}",
+        file.display(),
+        sim.error
+    );
+    let io = through_io(&header, &scripts);
+    assert_eq!(sim.received.len(), scripts.len());
+    for (n, s) in scripts.iter().enumerate() {
+        let name = format!("{} session {n}", file.display());
+        assert!(!s.client_saw.is_empty(), "{name}: the client saw nothing");
+        for (driver, got) in [("sim", &sim.received[n]), ("io", &io[n])] {
+            assert!(
+                *got == s.client_saw,
+                "{name}: {driver} gave the client {} bytes, the engine replay {} (first difference at byte {})\n{driver}: {:?}\nengine: {:?}",
+                got.len(),
+                s.client_saw.len(),
+                first_difference(got, &s.client_saw),
+                String::from_utf8_lossy(got),
+                String::from_utf8_lossy(&s.client_saw),
+            );
         }
     }
+    scripts
 }
 
 /// `fanout replay --to` with `--expect-recorded`, one session at a time, through a proxy in front
@@ -305,12 +313,13 @@ fn http_backend(name: &'static str) -> impl Fn(TcpStream, &Stop) + Send + Sync +
     }
 }
 
-/// Records `tests/captures/duplex-http.fcap`: a duplex with two backends and five sessions of
-/// small HTTP-ish traffic, one of them half-closing. Run it only to re-record the golden file:
-/// `cargo test -p fanout-io --test e2e record_duplex_http_golden -- --ignored`.
+/// Records a duplex with two backends and five sessions of small HTTP-ish traffic (one of them
+/// half-closing) with the real binary, and checks the fresh capture replays to its digest and gives
+/// every client the same bytes in every driver. With `FANOUT_BLESS=1` it also becomes the golden
+/// `tests/captures/duplex-http.fcap`:
+/// `FANOUT_BLESS=1 cargo test -p fanout-io --test e2e a_fresh_duplex_capture`.
 #[test]
-#[ignore = "re-records a golden file"]
-fn record_duplex_http_golden() {
+fn a_fresh_duplex_capture_replays_in_every_driver() {
     use crate::support::backend::Backend;
     let primary = Backend::spawn(http_backend("primary"));
     let secondary = Backend::spawn(http_backend("secondary"));
@@ -362,5 +371,15 @@ fn record_duplex_http_golden() {
     }
     proxy.signal(libc::SIGTERM);
     assert!(proxy.wait_exit(LIVENESS).success(), "{}", proxy.stderr());
-    std::fs::copy(&file, golden_dir().join("duplex-http.fcap")).unwrap();
+    let replayed = run_to_exit(
+        &args(["replay", "--engine", file.to_str().unwrap()]),
+        LIVENESS,
+    );
+    assert_eq!(replayed.status.code(), Some(0), "{replayed:?}");
+    let scripts = same_bytes_in_engine_sim_and_io(&file);
+    assert_eq!(scripts.len(), 5);
+    assert_eq!(scripts.iter().filter(|s| s.client.eof.is_some()).count(), 5);
+    if std::env::var_os("FANOUT_BLESS").is_some() {
+        std::fs::copy(&file, golden_dir().join("duplex-http.fcap")).unwrap();
+    }
 }
