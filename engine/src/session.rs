@@ -168,6 +168,18 @@ impl Leg {
         SockId::backend(conn, self.id)
     }
 
+    /// Counts `len` bytes read at `now` for the report. Returns false (and counts nothing) if the
+    /// leg cannot be read: not open, or its peer already sent EOF.
+    fn note_read(&mut self, len: usize, now: Instant) -> bool {
+        if !matches!(self.side.state, SockState::Open) || self.side.eof {
+            return false;
+        }
+        self.received += len as u64;
+        self.first_byte.get_or_insert(now);
+        self.last_byte = Some(now);
+        true
+    }
+
     /// Ends the leg with `outcome` (the first outcome recorded wins).
     fn end(&mut self, conn: ConnId, outcome: Outcome, driver_dropped: bool, ctx: &mut Ctx) {
         self.outcome.get_or_insert(outcome);
@@ -384,12 +396,9 @@ impl Session {
             }
             Peer::Backend(b) if b.is_primary() => {
                 let leg = &mut self.legs[0];
-                if !matches!(leg.side.state, SockState::Open) || leg.side.eof {
+                if !leg.note_read(data.len(), ctx.now) {
                     return;
                 }
-                leg.received += data.len() as u64;
-                leg.first_byte.get_or_insert(ctx.now);
-                leg.last_byte = Some(ctx.now);
                 if self.analyse {
                     leg.digest.update(&data);
                 }
@@ -411,12 +420,9 @@ impl Session {
                 let Some(leg) = self.legs.get_mut(b.0 as usize) else {
                     return;
                 };
-                if !matches!(leg.side.state, SockState::Open) || leg.side.eof {
+                if !leg.note_read(data.len(), ctx.now) {
                     return;
                 }
-                leg.received += data.len() as u64;
-                leg.first_byte.get_or_insert(ctx.now);
-                leg.last_byte = Some(ctx.now);
                 leg.digest.update(&data);
                 if let Some(cmp) = &mut leg.comparison {
                     cmp.push(data);
