@@ -12,6 +12,10 @@
 //!   exactly the primary's). Read data is a keyed pattern so any loss, duplication or reordering
 //!   shows.
 //! - **FIN**: `Shutdown` only with nothing queued, and only once the whole source stream went out.
+//! - **Orderly close**: the engine closes a socket that has not finished both ways (our FIN sent
+//!   with nothing queued, the peer's EOF read) only when a deadline, a failure or a refused accept
+//!   forces it, or a client read pushes a secondary past its budget. A response's tail is never
+//!   dropped on the floor.
 //! - **Limits**: a secondary never holds more than its budget; the primary and client never more
 //!   than the high-water mark plus one read. A reader is paused while its target is above the high
 //!   mark and resumed once it is at or below the low mark.
@@ -142,12 +146,27 @@ pub struct Driver {
     accept_paused: bool,
     drain_requested: bool,
     drained: bool,
+    /// What the event being handled allows the engine to close abruptly.
+    forcing: Forcing,
+}
+
+/// Which sockets the event being handled may close before they finished both ways.
+#[derive(Debug, Clone, Copy)]
+enum Forcing {
+    None,
+    Secondaries,
+    Any,
 }
 
 impl Driver {
     pub fn new(cfg: Config) -> Self {
+        Driver::with_engine(Engine::new(cfg).expect("the fuzz config is valid"))
+    }
+
+    /// Drives an engine the caller built (the mutant self-test switches a deliberate bug on).
+    pub fn with_engine(engine: Engine) -> Self {
         Driver {
-            engine: Engine::new(cfg).expect("the fuzz config is valid"),
+            engine,
             now: Instant::ZERO,
             socks: BTreeMap::new(),
             last_conn: 0,
@@ -156,6 +175,7 @@ impl Driver {
             accept_paused: false,
             drain_requested: false,
             drained: false,
+            forcing: Forcing::None,
         }
     }
 
@@ -408,6 +428,16 @@ impl Driver {
 
     /// Feeds `event`, carries out every command it caused, then checks the invariants.
     fn handle(&mut self, event: Event) {
+        // Only a deadline, a failure or a refused accept may cut a socket off; otherwise a socket
+        // closes once it finished both ways, or (a secondary) when a client read overran its budget.
+        self.forcing = match &event {
+            Event::Timeout
+            | Event::Failed { .. }
+            | Event::ConnectFailed { .. }
+            | Event::Accepted { .. } => Forcing::Any,
+            Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
+            _ => Forcing::None,
+        };
         self.engine.handle(self.now, event);
         while let Some(cmd) = self.engine.poll_command() {
             self.apply(cmd);
@@ -488,6 +518,16 @@ impl Driver {
                     .get_mut(&sock)
                     .unwrap_or_else(|| panic!("close of unknown socket {sock}"));
                 assert!(m.phase != Phase::Closed, "close of closed socket {sock}");
+                let secondary = matches!(sock.peer, Peer::Backend(b) if !b.is_primary());
+                let forced = match self.forcing {
+                    Forcing::Any => true,
+                    Forcing::Secondaries => secondary,
+                    Forcing::None => false,
+                };
+                assert!(
+                    forced || (m.shut && m.read_closed && m.queued == 0),
+                    "{sock} closed before it finished both ways, with nothing forcing it: {m:?}"
+                );
                 m.phase = Phase::Closed;
                 m.queued = 0;
             }

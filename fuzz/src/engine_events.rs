@@ -118,18 +118,23 @@ pub enum Op {
 
 /// The target: decodes a [`Scenario`] and runs it.
 pub fn run(data: &[u8]) {
-    let Ok(scenario) = Scenario::arbitrary_take_rest(Unstructured::new(data)) else {
+    let Some(scenario) = decode(data) else {
         return;
     };
     if std::env::var_os("FANOUT_FUZZ_DEBUG").is_some() {
         eprintln!("{scenario:#?}\nconfig: {:#?}", scenario.limits.config());
     }
-    run_scenario(&scenario);
+    run_scenario(&scenario, Driver::new(scenario.limits.config()));
 }
 
-/// Drives `scenario` into a fresh engine and checks it.
-pub fn run_scenario(scenario: &Scenario) {
-    let mut d = Driver::new(scenario.limits.config());
+/// The scenario an input stands for, if it decodes.
+pub fn decode(data: &[u8]) -> Option<Scenario> {
+    Scenario::arbitrary_take_rest(Unstructured::new(data)).ok()
+}
+
+/// Drives `scenario` through `d` (a driver around a fresh engine built from the scenario's
+/// limits) and checks it.
+pub fn run_scenario(scenario: &Scenario, mut d: Driver) {
     for op in scenario.ops.iter().take(MAX_OPS) {
         step(&mut d, *op);
     }
