@@ -362,8 +362,9 @@ impl Driver {
 
     /// The liveness phase: every pending connect succeeds, every peer finishes (EOF on every
     /// socket once its queue is flushed), then time passes beyond every deadline. Afterwards the
-    /// engine must hold nothing and every promise about the whole run must hold.
-    pub fn finish(mut self) {
+    /// engine must hold nothing and every promise about the whole run must hold. Returns every
+    /// session report, in session order.
+    pub fn finish(mut self) -> Vec<SessionReport> {
         for _ in 0..4 {
             let connecting: Vec<SockId> = self.socks_in(Phase::Connecting);
             for sock in connecting {
@@ -404,6 +405,7 @@ impl Driver {
             self.drained, self.drain_requested,
             "a requested drain must finish"
         );
+        self.reports.into_values().collect()
     }
 
     fn socks_in(&self, phase: Phase) -> Vec<SockId> {

@@ -12,7 +12,7 @@
 
 use crate::driver::{Driver, Stale, MAX_READ};
 use arbitrary::{Arbitrary, Unstructured};
-use fanout_engine::{BackendId, Config, ConnId, Failure, SockId};
+use fanout_engine::{BackendId, Config, ConnId, Failure, SessionReport, SockId};
 use std::time::Duration;
 
 /// Operations per input at most; longer inputs are cut here so one input stays fast.
@@ -133,12 +133,12 @@ pub fn decode(data: &[u8]) -> Option<Scenario> {
 }
 
 /// Drives `scenario` through `d` (a driver around a fresh engine built from the scenario's
-/// limits) and checks it.
-pub fn run_scenario(scenario: &Scenario, mut d: Driver) {
+/// limits) and checks it. Returns the session reports (for corpus statistics).
+pub fn run_scenario(scenario: &Scenario, mut d: Driver) -> Vec<SessionReport> {
     for op in scenario.ops.iter().take(MAX_OPS) {
         step(&mut d, *op);
     }
-    d.finish();
+    d.finish()
 }
 
 /// Picks socket `side` of the `conn`-th live session.
