@@ -21,9 +21,9 @@
 //!   mark and resumed once it is at or below the low mark.
 //! - **Accounting**: the engine's unflushed bytes, open clients and known sockets agree with the
 //!   driver's; reports count the bytes each backend sent and was sent.
-//! - **No leaks**: [`Driver::finish`] lets every peer finish, then advances past every deadline;
-//!   the engine must then hold nothing, every socket must be closed, every served session
-//!   reported, and a requested drain finished.
+//! - **No leaks**: [`Driver::finish`] lets every peer finish; the engine must then be idle without
+//!   waiting for any deadline, and still after a day of virtual time; every socket must be
+//!   closed, every served session reported, and a requested drain finished.
 //!
 //! This is deliberately a separate, leaner model from `engine/tests/support` (a test module, not
 //! importable): that one records streams for assertions in hand-written tests; this one checks
@@ -361,8 +361,8 @@ impl Driver {
     // ---- liveness -----------------------------------------------------------------------------
 
     /// The liveness phase: every pending connect succeeds, every peer finishes (EOF on every
-    /// socket once its queue is flushed), then time passes beyond every deadline. Afterwards the
-    /// engine must hold nothing and every promise about the whole run must hold. Returns every
+    /// socket once its queue is flushed); the engine must then hold nothing, and still nothing
+    /// once time passed beyond every deadline, and every promise about the whole run must hold. Returns every
     /// session report, in session order.
     pub fn finish(mut self) -> Vec<SessionReport> {
         for _ in 0..4 {
@@ -381,8 +381,14 @@ impl Driver {
                 self.flush_all();
             }
         }
-        // Every peer finished and every byte was flushed: sessions end by themselves, only
-        // timers already armed (secondary deadlines, the drain) may be left to run out.
+        // Every peer finished and every byte was flushed: every socket finished both ways, so
+        // every session ends by itself, without waiting for a deadline.
+        assert!(
+            self.engine.is_idle(),
+            "engine holds state after every peer finished and every queue drained: {:?}",
+            self.engine
+        );
+        // And time passing changes nothing (no timer outlived its session).
         let far = Duration::from_secs(24 * 3600);
         self.advance(far);
         self.flush_all();
