@@ -21,7 +21,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
-        .filter(|p| p.file_name().is_none_or(|n| n != ".gitkeep"))
+        .filter(|p| p.file_name() != Some(std::ffi::OsStr::new(".gitkeep")))
         .collect();
     files.sort();
     files
