@@ -1,0 +1,44 @@
+//! # fanout-fuzz: fuzz targets for fanout, as plain functions
+//!
+//! Every target is a function `fn(&[u8])` in this library that panics when it finds a bug. Two
+//! things call it:
+//!
+//! - `fuzz_targets/NAME.rs`, a one-line `fuzz_target!` that `cargo +nightly fuzz run NAME` builds
+//!   with libFuzzer and sanitizer coverage;
+//! - `tests/corpus.rs`, an ordinary stable test that runs every file under `corpus/NAME/` and
+//!   `artifacts/NAME/` through it, so CI replays the corpora and every crash ever found without
+//!   nightly or cargo-fuzz.
+//!
+//! Keeping the logic here rather than in the target files is what makes that replay possible, and
+//! lets clippy and the stable test see all of it.
+//!
+//! [`TARGETS`] lists every target; the corpus test checks that it agrees with `fuzz_targets/`.
+//!
+//! ## Targets
+//!
+//! - [`engine_events`]: arbitrary operation sequences driven into an [`Engine`](fanout_engine::Engine)
+//!   under relay and duplex configurations with small limits, by a model driver ([`driver`]) that
+//!   checks every command against the contract, then a liveness phase after which the engine must
+//!   be idle.
+//! - [`capture_decoder`]: raw bytes into the capture decoder, and whatever decodes replayed into an
+//!   engine.
+//!
+//! The project has no protocol framers yet; each framer gets a target here when it arrives (see the
+//! README's "Fuzzing" section for the two-step recipe).
+
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod capture_decoder;
+pub mod driver;
+pub mod engine_events;
+
+/// A fuzz target: it takes any bytes and panics on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every fuzz target: its name (the `[[bin]]`, the `fuzz_targets/NAME.rs` file and the
+/// `corpus/NAME/` directory) and the function it runs.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("engine_events", engine_events::run),
+    ("capture_decoder", capture_decoder::run),
+];
