@@ -159,9 +159,12 @@ fn every_kind_of_bad_secondary_at_once_leaves_client_stream_intact() {
 
 #[test]
 fn secondary_budget_flag_sets_where_a_never_reader_is_detached() {
-    // 4 MiB of upload stays within the default 4 MiB budget once socket buffers absorb their
-    // share; a 64 KiB budget is passed long before the upload ends.
-    let len = 4 * MIB;
+    // A 64 KiB budget is passed long before the upload ends, even after the kernel's socket
+    // buffers toward the secondary (which autotune to several MiB on loopback) have absorbed
+    // their share: 32 MiB is well past both. The deadline is long so that only the budget can
+    // end the secondary's leg; a short upload that fit in the buffers would instead end at the
+    // deadline, racing the report wait.
+    let len = 32 * MIB;
     let dir = tempfile::tempdir().unwrap();
     let path = report_path(dir.path());
     let primary = Backend::spawn(backend::count_upload);
@@ -169,7 +172,14 @@ fn secondary_budget_flag_sets_where_a_never_reader_is_detached() {
     let proxy = Fanout::duplex(
         primary.addr(),
         &[sink.arg()],
-        &["--report", path.as_str(), "--secondary-budget", "64KiB"],
+        &[
+            "--report",
+            path.as_str(),
+            "--secondary-budget",
+            "64KiB",
+            "--secondary-deadline",
+            "120s",
+        ],
     );
     let mut c = proxy.connect();
     pattern::write(&mut c, len, |_| {}).unwrap();
