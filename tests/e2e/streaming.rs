@@ -53,14 +53,7 @@ fn relay_delivers_100_mib_upload_and_its_echo_intact_and_in_order() {
     let len = 100 * MIB;
     let b = Backend::spawn(backend::echo);
     let proxy = Fanout::relay(b.addr(), &[]);
-    let mut c = proxy.connect();
-    let mut up = c.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
-        up.shutdown(Shutdown::Write).unwrap();
-    });
-    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
-    writer.join().unwrap();
+    upload_comes_back_intact(&proxy, len);
 }
 
 #[test]
@@ -96,14 +89,7 @@ fn duplex_delivers_100_mib_upload_echo_intact_to_client() {
     let primary = Backend::spawn(backend::echo);
     let secondary = Backend::spawn(backend::echo);
     let proxy = Fanout::duplex(primary.addr(), &[secondary.arg()], &[]);
-    let mut c = proxy.connect();
-    let mut up = c.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
-        up.shutdown(Shutdown::Write).unwrap();
-    });
-    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
-    writer.join().unwrap();
+    upload_comes_back_intact(&proxy, len);
 }
 
 /// A backend that reads a decimal length as the request and answers that many bytes of the
@@ -205,4 +191,17 @@ fn burst_of_100_clients_are_all_served() {
             "client {i}"
         );
     }
+}
+
+/// Uploads `len` pattern bytes through `proxy` to an echoing primary, half-closes, and checks the
+/// echo arrives whole and in order while the upload is still going.
+fn upload_comes_back_intact(proxy: &Fanout, len: u64) {
+    let mut c = proxy.connect();
+    let mut up = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+        up.shutdown(Shutdown::Write).unwrap();
+    });
+    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
+    writer.join().unwrap();
 }
