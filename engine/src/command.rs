@@ -1,6 +1,7 @@
 //! Outputs of the engine.
 
-use crate::ids::SockId;
+use crate::effect::{EffectId, EffectRequest};
+use crate::ids::{ConnId, SockId, UpstreamId};
 use crate::report::SessionReport;
 use bytes::Bytes;
 
@@ -9,9 +10,9 @@ use bytes::Bytes;
 /// in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Open a connection to the backend `sock.peer` names; answer with `Event::Connected` or
-    /// `Event::ConnectFailed`. The engine times the attempt out itself.
-    Connect { sock: SockId },
+    /// Open a connection for the backend `sock.peer` to the driver's upstream `upstream`; answer
+    /// with `Event::Connected` or `Event::ConnectFailed`. The engine times the attempt out itself.
+    Connect { sock: SockId, upstream: UpstreamId },
     /// Queue `data` for the socket and write it as the socket accepts it, reporting progress with
     /// `Event::Flushed`. Never empty. Never sent before the socket is connected.
     Write { sock: SockId, data: Bytes },
@@ -32,4 +33,12 @@ pub enum Command {
     Report(Box<SessionReport>),
     /// After `Event::Drain`: no session is left; the driver may exit.
     Drained,
+    /// Carry out `request` for session `conn` off the event loop and answer with
+    /// `Event::EffectDone { id, .. }`. The engine bounds the wait itself
+    /// ([`Config::effect_timeout`](crate::Config::effect_timeout)).
+    Effect {
+        conn: ConnId,
+        id: EffectId,
+        request: EffectRequest,
+    },
 }

@@ -33,11 +33,26 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Emit a `Command::Report` for every finished session (always on in duplex).
     pub reports: bool,
+    /// Backends one session may open (an interceptor opening more is stopped: its session is
+    /// closed and reported `interceptor-error`).
+    pub max_backends: u16,
+    /// Bytes one session may hold inside the engine: bytes an interceptor put on hold, plus
+    /// output waiting behind an effect. Past it the session is closed (`interceptor-error`).
+    pub max_held: u64,
+    /// Effects one session may have pending at once.
+    pub max_effects: u32,
+    /// How long the engine waits for an effect's result before it hands the interceptor
+    /// `EffectError::TimedOut` and ignores the result if it comes.
+    pub effect_timeout: Duration,
+    /// The longest message a framer buffers (a line, a length-prefixed frame) before it reports
+    /// the frame as too long instead of growing.
+    pub max_frame: u64,
 }
 
 impl Default for Config {
     /// Defaults for a relay: no secondaries, 10k connections, 256 KiB / 64 KiB water marks,
-    /// 4 MiB secondary budget, 10 s secondary deadline, 5 s connect, 5 min idle, 30 s drain.
+    /// 4 MiB secondary budget, 10 s secondary deadline, 5 s connect, 5 min idle, 30 s drain;
+    /// for interceptors 16 backends, 1 MiB held, 64 effects of 5 s each, 64 KiB frames a session.
     fn default() -> Self {
         Config {
             secondaries: 0,
@@ -51,6 +66,11 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
             reports: false,
+            max_backends: 16,
+            max_held: 1024 * 1024,
+            max_effects: 64,
+            effect_timeout: Duration::from_secs(5),
+            max_frame: 64 * 1024,
         }
     }
 }
@@ -83,7 +103,14 @@ impl Config {
         if self.secondary_budget == 0 {
             return err("secondary budget must be at least 1 byte");
         }
+        if self.max_backends == 0 {
+            return err("max backends must be at least 1");
+        }
+        if self.max_frame == 0 {
+            return err("max frame must be at least 1 byte");
+        }
         for (name, d) in [
+            ("effect timeout", self.effect_timeout),
             ("connect timeout", self.connect_timeout),
             ("idle timeout", self.idle_timeout),
             ("secondary deadline", self.secondary_deadline),

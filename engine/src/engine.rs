@@ -173,6 +173,7 @@ impl<I: Interceptor> Engine<I> {
             }
             Event::Timeout => self.expire(now),
             Event::Drain => self.start_drain(now),
+            Event::EffectDone { .. } => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! Inputs to the engine.
 
+use crate::effect::{EffectId, EffectResult};
 use crate::ids::{ConnId, SockId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub enum Event {
     Timeout,
     /// Stop accepting; let open sessions finish until the drain deadline, then close them.
     Drain,
+    /// The effect asked for with `Command::Effect` finished (or the executor gave up on it).
+    /// A result for an effect the engine no longer waits for (timed out, session gone) is ignored.
+    EffectDone { id: EffectId, result: EffectResult },
 }
 
 /// Why a socket failed.

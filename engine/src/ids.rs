@@ -11,7 +11,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 
-/// A backend, by its index in the configured list: `0` is the primary, `1..` the secondaries.
+/// One backend connection of a session, numbered by the engine in the order the session opened
+/// them (`0` first). relay and duplex open the primary first, so `0` is the primary there and
+/// `1..` the secondaries; an interceptor may open backends in any order, at any time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BackendId(pub u16);
 
@@ -23,6 +25,12 @@ impl BackendId {
         self == Self::PRIMARY
     }
 }
+
+/// An entry of the driver's upstream table: the addresses a session may connect to, fixed when
+/// the proxy starts (flags or config), so no interceptor can make fanout an open proxy. relay and
+/// duplex use entry `i` for backend `i`; an interceptor picks any entry for any backend it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UpstreamId(pub u16);
 
 /// Which end of a session a socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

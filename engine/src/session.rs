@@ -251,6 +251,7 @@ impl Session {
             };
             ctx.out.push_back(Command::Connect {
                 sock: SockId::backend(conn, id),
+                upstream: crate::ids::UpstreamId(i),
             });
             ctx.timers.set(
                 TimerKey::Connect(conn, id),

@@ -281,13 +281,31 @@ fn empty_wrong_magic_and_wrong_versions_say_what_is_wrong() {
 }
 
 #[test]
-fn the_golden_capture_still_decodes_and_replays() {
-    // tests/captures/duplex-session.fcap was written by `recorded_session` when the format was
-    // version 1. If this fails the format changed: bump FORMAT_VERSION or SCHEMA_VERSION and keep
-    // reading the old one, never silently reinterpret old files.
+fn the_schema_1_golden_capture_still_decodes_and_replays() {
+    // tests/captures/duplex-session.fcap was written by `recorded_session` with schema 1 (before
+    // interceptors). Schema 2 reads it with the interceptor limits at their defaults, and the
+    // engine still reproduces its output digest: old captures keep replaying.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/captures/duplex-session.fcap"
+    );
+    let golden = std::fs::read(path).expect("golden capture present");
+    assert_eq!(u16::from_le_bytes([golden[10], golden[11]]), 1, "schema 1");
+    let (h, r) = decode_all(&golden).unwrap();
+    let (header, records) = recorded_session();
+    assert_eq!(h, header, "the schema 1 header reads as today's header");
+    assert_eq!(r, records);
+    assert_eq!(replay(&h, r), Ok(1));
+}
+
+#[test]
+fn the_golden_capture_encodes_byte_for_byte() {
+    // tests/captures/duplex-session-v2.fcap is `recorded_session` in today's schema. If this
+    // fails the format changed: bump FORMAT_VERSION or SCHEMA_VERSION and keep reading the old
+    // one, never silently reinterpret old files.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/captures/duplex-session-v2.fcap"
     );
     let (header, records) = recorded_session();
     if std::env::var_os("FANOUT_BLESS").is_some() {

@@ -209,7 +209,7 @@ proptest! {
             prop_assert_eq!(r.backends.len(), 1 + usize::from(secondaries));
             prop_assert!(matches!(r.backends[0].backend, fanout_engine::BackendId(0)));
         }
-        let served = h.log.iter().filter(|c| matches!(c, fanout_engine::Command::Connect { sock } if sock.peer == Peer::Backend(fanout_engine::BackendId(0)))).count();
+        let served = h.log.iter().filter(|c| matches!(c, fanout_engine::Command::Connect { sock, .. } if sock.peer == Peer::Backend(fanout_engine::BackendId(0)))).count();
         prop_assert_eq!(h.reports.len(), served);
     }
 }

@@ -13,7 +13,8 @@ fn accept_asks_for_the_primary_and_nothing_else() {
     assert_eq!(
         cmds,
         vec![Command::Connect {
-            sock: backend(1, P)
+            sock: backend(1, P),
+            upstream: fanout_engine::UpstreamId(0),
         }]
     );
 }

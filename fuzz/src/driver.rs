@@ -468,10 +468,14 @@ impl Driver {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { sock } => {
+            Command::Connect { sock, upstream } => {
                 let Peer::Backend(b) = sock.peer else {
                     panic!("connect to a client socket {sock}");
                 };
+                assert_eq!(
+                    upstream.0, b.0,
+                    "relay/duplex connect backend i to upstream i"
+                );
                 assert!(
                     b.0 <= self.config().secondaries,
                     "connect to unconfigured backend {sock}"
@@ -565,6 +569,7 @@ impl Driver {
                 assert!(!self.drained, "drained twice");
                 self.drained = true;
             }
+            Command::Effect { .. } => panic!("relay and duplex request no effects"),
         }
     }
 

@@ -71,6 +71,7 @@ impl Limits {
             idle_timeout: ms(self.idle_ms, 10_000),
             drain_timeout: Duration::from_millis(u64::from(self.drain_ms) % 5_000),
             reports: self.reports || secondaries > 0,
+            ..Config::default()
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::sockets::{Sock, Sockets};
 use crate::stream::{connect_failure, io_failure, Stream};
 use crate::writeq::Stop;
 use bytes::BytesMut;
-use fanout_engine::{Command, ConnId, Engine, Event, Peer, SockId};
+use fanout_engine::{Command, ConnId, Engine, Event, Peer, SockId, UpstreamId};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -216,7 +216,7 @@ impl Driver {
             tracing::trace!("command {cmd:?}");
         }
         match cmd {
-            Command::Connect { sock } => self.connect(sock),
+            Command::Connect { sock, upstream } => self.connect(sock, upstream),
             Command::Write { sock, data } => {
                 if let Some((token, s)) = self.socks.by_id(sock) {
                     s.queue.push(data);
@@ -259,16 +259,17 @@ impl Driver {
             }
             Command::Report(r) => self.reports.emit(&r),
             Command::Drained => self.done = true,
+            Command::Effect { .. } => {}
         }
     }
 
     // ---- sockets ------------------------------------------------------------------------
 
-    fn connect(&mut self, sock: SockId) {
-        let Peer::Backend(b) = sock.peer else {
+    fn connect(&mut self, sock: SockId, upstream: UpstreamId) {
+        if sock.peer == Peer::Client {
             return;
-        };
-        let Some(backend) = self.backends.get(usize::from(b.0)) else {
+        }
+        let Some(backend) = self.backends.get(usize::from(upstream.0)) else {
             tracing::error!("{sock}: the engine asked for a backend that is not configured");
             self.pending.push_back(Event::ConnectFailed {
                 sock,

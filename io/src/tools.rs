@@ -332,6 +332,7 @@ impl Summary {
                     Event::Failed { .. } => "failed",
                     Event::Timeout => "timeout",
                     Event::Drain => "drain",
+                    Event::EffectDone { .. } => "effect-done",
                 };
                 *self.kinds.entry(kind).or_default() += 1;
             }

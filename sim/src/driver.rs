@@ -229,11 +229,11 @@ pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::
         while let Some(cmd) = engine.poll_command() {
             obs.borrow_mut().output(&cmd, |s| socks.contains_key(&s));
             match cmd {
-                Command::Connect { sock } => {
-                    let Peer::Backend(b) = sock.peer else {
+                Command::Connect { sock, upstream } => {
+                    if sock.peer == Peer::Client {
                         continue;
-                    };
-                    let (host, port) = spec.backends[b.0 as usize].clone();
+                    }
+                    let (host, port) = spec.backends[upstream.0 as usize].clone();
                     let tx = tx.clone();
                     let task = tokio::task::spawn_local(async move {
                         let msg = match TcpStream::connect((host.as_str(), port)).await {
@@ -276,7 +276,7 @@ pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::
                 Command::PauseAccept => accepting = false,
                 Command::ResumeAccept => accepting = true,
                 Command::Report(report) => obs.borrow_mut().report(*report),
-                Command::Drained => {}
+                Command::Drained | Command::Effect { .. } => {}
             }
         }
         // The reader whose bytes were just handled may read again, unless it was paused.
@@ -299,6 +299,6 @@ fn sock_of(event: &Event) -> Option<SockId> {
         | Event::ReadClosed { sock }
         | Event::Flushed { sock, .. }
         | Event::Failed { sock, .. } => Some(*sock),
-        Event::Accepted { .. } | Event::Timeout | Event::Drain => None,
+        Event::Accepted { .. } | Event::Timeout | Event::Drain | Event::EffectDone { .. } => None,
     }
 }

@@ -175,6 +175,7 @@ pub fn sim_config(secondaries: u16) -> Config {
         // the proxy (turmoil does not wake a writer blocked on a socket the peer dropped).
         idle_timeout: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(5),
+        ..Config::default()
     }
 }
 

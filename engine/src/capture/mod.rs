@@ -26,8 +26,10 @@ pub const MAGIC: [u8; 8] = *b"FANOUTCP";
 /// The layout of the preamble and record framing. Bumped only for incompatible layout changes.
 pub const FORMAT_VERSION: u16 = 1;
 /// The schema of [`Header`], [`Record`], [`Event`] and [`Config`]. Enum variants are only ever
-/// appended, so a reader accepts any schema up to its own.
-pub const SCHEMA_VERSION: u16 = 1;
+/// appended, so a reader accepts any schema up to its own. Schema 2 appended the interceptor
+/// limits to `Config` and `Event::EffectDone`; a schema 1 header is read with the old `Config`
+/// and the new limits at their defaults ([`v1`]).
+pub const SCHEMA_VERSION: u16 = 2;
 /// The largest header accepted.
 pub const MAX_HEADER: u32 = 1 << 20;
 /// The largest record accepted (a read is at most a few hundred KiB; this leaves room).
@@ -270,8 +272,15 @@ impl<R: Read> Decoder<R> {
                 },
             ));
         }
-        let header: Header = decode_exact(&body, offset)?;
-        let computed = config_fingerprint(&header.config);
+        let (header, computed) = if schema == 1 {
+            let old: v1::Header = decode_exact(&body, offset)?;
+            let computed = v1::fingerprint(&old.config);
+            (old.into(), computed)
+        } else {
+            let header: Header = decode_exact(&body, offset)?;
+            let computed = config_fingerprint(&header.config);
+            (header, computed)
+        };
         if computed != fingerprint {
             return Err(CaptureError::at(
                 12,
@@ -399,7 +408,15 @@ impl OutputDigest {
     pub fn update(&mut self, cmd: &Command) {
         self.count += 1;
         match cmd {
-            Command::Connect { sock } => self.sock(0, sock),
+            Command::Connect { sock, upstream } => {
+                self.sock(0, sock);
+                // relay and duplex connect backend i to upstream i, and schema 1 captures hashed
+                // nothing more: the upstream joins the digest only where it says something.
+                if sock.peer != Peer::Backend(crate::ids::BackendId(upstream.0)) {
+                    self.hasher.update(&[0xff]);
+                    self.hasher.update(&upstream.0.to_le_bytes());
+                }
+            }
             Command::Write { sock, data } => {
                 self.sock(1, sock);
                 self.hasher.update(&(data.len() as u64).to_le_bytes());
@@ -418,6 +435,17 @@ impl OutputDigest {
                 self.hasher.update(&bytes);
             }
             Command::Drained => self.hasher.update(&[9]),
+            Command::Effect { conn, id, request } => {
+                self.hasher.update(&[10]);
+                self.hasher.update(&conn.0.to_le_bytes());
+                self.hasher.update(&id.0.to_le_bytes());
+                self.hasher
+                    .update(&(request.kind.len() as u64).to_le_bytes());
+                self.hasher.update(request.kind.as_bytes());
+                self.hasher
+                    .update(&(request.payload.len() as u64).to_le_bytes());
+                self.hasher.update(&request.payload);
+            }
         }
     }
 
@@ -564,5 +592,73 @@ pub fn segment_name(base: &str, segment: u32) -> String {
     match segment {
         0 => base.to_string(),
         n => format!("{base}.{n}"),
+    }
+}
+
+/// Schema 1 (before interceptors): the header's `Config` had no interceptor limits.
+pub mod v1 {
+    use super::bincode_config;
+    use crate::config::Config;
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+
+    /// `Config` as schema 1 stored it.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OldConfig {
+        pub secondaries: u16,
+        pub max_connections: usize,
+        pub high_water: u64,
+        pub low_water: u64,
+        pub secondary_budget: u64,
+        pub secondary_deadline: Duration,
+        pub compare_window: u64,
+        pub connect_timeout: Duration,
+        pub idle_timeout: Duration,
+        pub drain_timeout: Duration,
+        pub reports: bool,
+    }
+
+    /// `Header` as schema 1 stored it.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Header {
+        pub segment: u32,
+        pub mode: String,
+        pub listen: String,
+        pub backends: Vec<String>,
+        pub config: OldConfig,
+        pub epoch_unix_ms: u64,
+    }
+
+    /// The fingerprint schema 1 wrote: over its own `Config`.
+    pub fn fingerprint(config: &OldConfig) -> u64 {
+        let bytes = bincode::serde::encode_to_vec(config, bincode_config()).unwrap_or_default();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    impl From<Header> for super::Header {
+        fn from(h: Header) -> Self {
+            let c = h.config;
+            super::Header {
+                segment: h.segment,
+                mode: h.mode,
+                listen: h.listen,
+                backends: h.backends,
+                config: Config {
+                    secondaries: c.secondaries,
+                    max_connections: c.max_connections,
+                    high_water: c.high_water,
+                    low_water: c.low_water,
+                    secondary_budget: c.secondary_budget,
+                    secondary_deadline: c.secondary_deadline,
+                    compare_window: c.compare_window,
+                    connect_timeout: c.connect_timeout,
+                    idle_timeout: c.idle_timeout,
+                    drain_timeout: c.drain_timeout,
+                    reports: c.reports,
+                    ..Config::default()
+                },
+                epoch_unix_ms: h.epoch_unix_ms,
+            }
+        }
     }
 }

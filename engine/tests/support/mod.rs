@@ -81,7 +81,7 @@ impl Harness {
 
     fn apply(&mut self, cmd: &Command) {
         match cmd {
-            Command::Connect { sock } => {
+            Command::Connect { sock, .. } => {
                 let m = self.socks.entry(*sock).or_default();
                 assert!(!m.open && !m.connecting, "connect twice: {sock}");
                 m.connecting = true;
@@ -131,6 +131,7 @@ impl Harness {
                 assert!(!self.drained, "drained twice");
                 self.drained = true;
             }
+            Command::Effect { .. } => panic!("relay and duplex request no effects"),
         }
     }
 
@@ -182,7 +183,7 @@ impl Harness {
     pub fn open(&mut self, conn: u64) {
         let cmds = self.accept(conn);
         for cmd in cmds {
-            if let Command::Connect { sock } = cmd {
+            if let Command::Connect { sock, .. } = cmd {
                 self.connected(sock);
             }
         }
