@@ -103,8 +103,11 @@ impl Config {
         if self.secondary_budget == 0 {
             return err("secondary budget must be at least 1 byte");
         }
-        if self.max_backends == 0 {
-            return err("max backends must be at least 1");
+        if self.max_backends == 0 || self.max_backends > 63 {
+            return err("max backends must be between 1 and 63");
+        }
+        if u64::from(self.secondaries) >= u64::from(self.max_backends) {
+            return err("max backends must be above the number of secondaries");
         }
         if self.max_frame == 0 {
             return err("max frame must be at least 1 byte");

@@ -2,9 +2,10 @@
 
 use crate::command::Command;
 use crate::config::{Config, ConfigError};
+use crate::effect::EffectId;
 use crate::event::Event;
 use crate::ids::{ConnId, Peer, SockId};
-use crate::intercept::{Actions, Interceptor, Passthrough};
+use crate::intercept::{Interceptor, Passthrough};
 use crate::report::Outcome;
 use crate::session::{Ctx, Session};
 use crate::time::Instant;
@@ -25,10 +26,12 @@ enum Drain {
 pub struct Engine<I: Interceptor = Passthrough> {
     cfg: Config,
     hooks: I,
-    sessions: BTreeMap<ConnId, Session>,
+    sessions: BTreeMap<ConnId, Session<I::State>>,
     out: VecDeque<Command>,
     timers: Timers,
-    actions: Actions,
+    /// Which session waits for each pending effect.
+    effects: BTreeMap<EffectId, ConnId>,
+    next_effect: u64,
     open_clients: usize,
     accept_paused: bool,
     drain: Drain,
@@ -66,7 +69,8 @@ impl<I: Interceptor> Engine<I> {
             sessions: BTreeMap::new(),
             out: VecDeque::new(),
             timers: Timers::default(),
-            actions: Actions::default(),
+            effects: BTreeMap::new(),
+            next_effect: 1,
             open_clients: 0,
             accept_paused: false,
             drain: Drain::Running,
@@ -114,6 +118,14 @@ impl<I: Interceptor> Engine<I> {
             .is_some_and(|s| s.knows(sock.peer))
     }
 
+    /// The role of backend socket `sock`, while its session lives (`None` for a client socket).
+    pub fn role(&self, sock: SockId) -> Option<crate::report::Role> {
+        match sock.peer {
+            Peer::Client => None,
+            Peer::Backend(b) => self.sessions.get(&sock.conn)?.role(b),
+        }
+    }
+
     /// Unflushed bytes per open socket, in `SockId` order (for invariant checks and metrics).
     pub fn unflushed(&self) -> impl Iterator<Item = (SockId, u64)> + '_ {
         self.sessions.values().flat_map(Session::unflushed)
@@ -142,48 +154,56 @@ impl<I: Interceptor> Engine<I> {
     pub fn handle(&mut self, now: Instant, event: Event) {
         match event {
             Event::Accepted { conn, client } => self.accept(now, conn, client),
-            Event::Connected { sock } => self.route(now, sock, |s, _, ctx| match sock.peer {
-                Peer::Backend(b) => s.on_connected(b, ctx),
-                Peer::Client => {}
+            Event::Connected { sock } => self.route(now, sock, |s, hooks, ctx| {
+                if let Peer::Backend(b) = sock.peer {
+                    s.on_connected(b, hooks, ctx)
+                }
             }),
-            Event::ConnectFailed { sock, reason } => {
-                self.route(now, sock, |s, _, ctx| match sock.peer {
-                    Peer::Backend(b) => s.on_connect_failed(b, reason, ctx),
-                    Peer::Client => {}
-                })
-            }
+            Event::ConnectFailed { sock, reason } => self.route(now, sock, |s, hooks, ctx| {
+                if let Peer::Backend(b) = sock.peer {
+                    s.on_connect_failed(b, reason, true, hooks, ctx)
+                }
+            }),
             Event::Read { sock, data } => {
                 if data.is_empty() {
                     return;
                 }
-                let mut actions = std::mem::take(&mut self.actions);
                 self.route(now, sock, |s, hooks, ctx| {
-                    s.on_read(sock.peer, data, ctx, &mut actions, hooks)
+                    s.on_read(sock.peer, data, hooks, ctx)
                 });
-                self.actions = actions;
             }
-            Event::ReadClosed { sock } => {
-                self.route(now, sock, |s, _, _| s.on_read_closed(sock.peer))
-            }
+            Event::ReadClosed { sock } => self.route(now, sock, |s, hooks, ctx| {
+                s.on_read_closed(sock.peer, hooks, ctx)
+            }),
             Event::Flushed { sock, bytes } => {
                 self.route(now, sock, |s, _, ctx| s.on_flushed(sock.peer, bytes, ctx))
             }
-            Event::Failed { sock, reason } => {
-                self.route(now, sock, |s, _, ctx| s.on_failed(sock.peer, reason, ctx))
-            }
+            Event::Failed { sock, reason } => self.route(now, sock, |s, hooks, ctx| {
+                s.on_failed(sock.peer, reason, hooks, ctx)
+            }),
             Event::Timeout => self.expire(now),
             Event::Drain => self.start_drain(now),
-            Event::EffectDone { .. } => {}
+            Event::EffectDone { id, result } => {
+                let Some(&conn) = self.effects.get(&id) else {
+                    return; // timed out already, or its session is gone
+                };
+                self.route(now, SockId::client(conn), |s, hooks, ctx| {
+                    s.on_effect(id, result, hooks, ctx)
+                });
+            }
         }
     }
 
-    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut BTreeMap<ConnId, Session>, &mut I) {
+    #[allow(clippy::type_complexity)]
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut BTreeMap<ConnId, Session<I::State>>, &mut I) {
         (
             Ctx {
                 now,
                 cfg: &self.cfg,
                 out: &mut self.out,
                 timers: &mut self.timers,
+                effects: &mut self.effects,
+                next_effect: &mut self.next_effect,
                 #[cfg(feature = "sim-mutants")]
                 mutant: self.mutant,
             },
@@ -203,15 +223,15 @@ impl<I: Interceptor> Engine<I> {
             return;
         }
         let (mut ctx, sessions, hooks) = self.ctx(now);
-        let mut session = Session::open(conn, client, &mut ctx);
+        let mut session = Session::open(conn, client, hooks, &mut ctx);
         session.settle(&mut ctx);
         sessions.insert(conn, session);
-        hooks.on_connect(conn);
         self.open_clients += 1;
         if self.open_clients >= self.cfg.max_connections && !self.accept_paused {
             self.accept_paused = true;
             self.out.push_back(Command::PauseAccept);
         }
+        self.after(conn, true);
     }
 
     /// Runs `f` on the session owning `sock`, then settles it. Events for unknown sockets are
@@ -220,7 +240,7 @@ impl<I: Interceptor> Engine<I> {
         &mut self,
         now: Instant,
         sock: SockId,
-        f: impl FnOnce(&mut Session, &mut I, &mut Ctx),
+        f: impl FnOnce(&mut Session<I::State>, &mut I, &mut Ctx),
     ) {
         let (mut ctx, sessions, hooks) = self.ctx(now);
         let Some(session) = sessions.get_mut(&sock.conn) else {
@@ -250,12 +270,18 @@ impl<I: Interceptor> Engine<I> {
         }
         if session.is_finished() {
             let mut session = self.sessions.remove(&conn).expect("present");
-            session.cancel_timers(&mut self.timers);
-            if self.cfg.reports {
-                self.out
-                    .push_back(Command::Report(Box::new(session.report())));
+            session.cancel_timers(&mut self.timers, &mut self.effects);
+            let report = session.report();
+            if let Some(state) = session.take_state() {
+                let hooks = &mut self.hooks;
+                // A panic here only loses the interceptor's farewell; the session is over.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    hooks.on_end(state, &report)
+                }));
             }
-            self.hooks.on_finish(conn);
+            if self.cfg.reports {
+                self.out.push_back(Command::Report(Box::new(report)));
+            }
             self.check_drained();
         }
     }
@@ -272,8 +298,13 @@ impl<I: Interceptor> Engine<I> {
                         });
                     }
                 }
-                TimerKey::Idle(conn) | TimerKey::Connect(conn, _) | TimerKey::Deadline(conn, _) => {
-                    self.route(now, SockId::client(conn), |s, _, ctx| s.on_timer(key, ctx));
+                TimerKey::Idle(conn)
+                | TimerKey::Connect(conn, _)
+                | TimerKey::Deadline(conn, _)
+                | TimerKey::Effect(conn, _) => {
+                    self.route(now, SockId::client(conn), |s, hooks, ctx| {
+                        s.on_timer(key, hooks, ctx)
+                    });
                 }
             }
         }

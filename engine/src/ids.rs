@@ -29,7 +29,9 @@ impl BackendId {
 /// An entry of the driver's upstream table: the addresses a session may connect to, fixed when
 /// the proxy starts (flags or config), so no interceptor can make fanout an open proxy. relay and
 /// duplex use entry `i` for backend `i`; an interceptor picks any entry for any backend it opens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct UpstreamId(pub u16);
 
 /// Which end of a session a socket is.

@@ -49,15 +49,18 @@ pub mod capture;
 mod command;
 mod compare;
 mod config;
+mod conn;
 pub mod effect;
 mod engine;
 mod event;
+mod gate;
 mod ids;
-mod intercept;
+pub mod intercept;
 #[cfg(feature = "sim-mutants")]
 pub mod mutants;
 mod report;
 mod session;
+mod side;
 mod time;
 mod timers;
 
@@ -67,7 +70,7 @@ pub use effect::{EffectError, EffectId, EffectRequest, EffectResult};
 pub use engine::Engine;
 pub use event::{Event, Failure};
 pub use ids::{BackendId, ConnId, Peer, SockId, UpstreamId};
-pub use intercept::{Action, Actions, Interceptor, Passthrough};
+pub use intercept::{Conn, End, Finish, Interceptor, Misuse, Open, Passthrough};
 pub use report::{BackendReport, Outcome, Role, SessionReport};
 pub use time::Instant;
 

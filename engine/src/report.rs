@@ -13,8 +13,13 @@ pub struct SessionReport {
     pub client: String,
     /// When the client was accepted.
     pub started: Instant,
-    /// Every backend of the session, primary first.
+    /// Every backend of the session, in the order it was opened (relay and duplex: primary
+    /// first).
     pub backends: Vec<BackendReport>,
+    /// Why the interceptor's session was closed, when it panicked or misused the API. (Left out
+    /// of the encoding when absent, so output digests of captures made before interceptors hold.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interceptor_error: Option<String>,
 }
 
 /// Whether a backend is the one the client hears.
@@ -43,6 +48,8 @@ pub enum Outcome {
     DetachedDeadline,
     /// The session ended (client gone, primary failed, idle timeout, drain) before this leg finished.
     ClosedEarly,
+    /// The interceptor panicked or broke the API's rules; its session was closed.
+    InterceptorError,
 }
 
 impl Outcome {
@@ -56,6 +63,7 @@ impl Outcome {
             Outcome::DetachedBudget => "detached-budget",
             Outcome::DetachedDeadline => "detached-deadline",
             Outcome::ClosedEarly => "closed-early",
+            Outcome::InterceptorError => "interceptor-error",
         }
     }
 }
@@ -65,6 +73,10 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendReport {
     pub backend: BackendId,
+    /// The driver's upstream it connected to (relay and duplex: the same number as `backend`).
+    /// Left out of the encoding, so output digests of captures made before interceptors hold.
+    #[serde(skip)]
+    pub upstream: crate::ids::UpstreamId,
     pub role: Role,
     pub connect_time: Option<Duration>,
     pub first_byte: Option<Duration>,

@@ -16,6 +16,8 @@ pub(crate) enum TimerKey {
     Deadline(ConnId, BackendId),
     /// The drain period after `Event::Drain` ends.
     Drain,
+    /// The engine stops waiting for an effect's result.
+    Effect(ConnId, crate::effect::EffectId),
 }
 
 /// Scheduled deadlines. Each owner keeps the `Instant` it scheduled in a slot so it can move or

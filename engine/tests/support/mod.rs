@@ -5,8 +5,8 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use fanout_engine::{
-    BackendId, Bytes, Command, Config, ConnId, Engine, Event, Failure, Instant, SessionReport,
-    SockId,
+    BackendId, Bytes, Command, Config, ConnId, EffectId, EffectRequest, Engine, Event, Failure,
+    Instant, Interceptor, Passthrough, Role, SessionReport, SockId,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,8 +38,8 @@ pub struct SockModel {
     pub paused: bool,
 }
 
-pub struct Harness {
-    pub engine: Engine,
+pub struct Harness<I: Interceptor = Passthrough> {
+    pub engine: Engine<I>,
     pub now: Instant,
     pub socks: BTreeMap<SockId, SockModel>,
     pub reports: Vec<SessionReport>,
@@ -47,18 +47,27 @@ pub struct Harness {
     pub drained: bool,
     /// Every command ever emitted, in order.
     pub log: Vec<Command>,
+    /// Effects requested and not yet answered, in request order.
+    pub effects: Vec<(ConnId, EffectId, EffectRequest)>,
 }
 
 impl Harness {
     pub fn new(cfg: Config) -> Self {
+        Harness::with(cfg, Passthrough)
+    }
+}
+
+impl<I: Interceptor> Harness<I> {
+    pub fn with(cfg: Config, hooks: I) -> Self {
         Harness {
-            engine: Engine::new(cfg).expect("valid config"),
+            engine: Engine::with_interceptor(cfg, hooks).expect("valid config"),
             now: Instant::ZERO,
             socks: BTreeMap::new(),
             reports: Vec::new(),
             accept_paused: false,
             drained: false,
             log: Vec::new(),
+            effects: Vec::new(),
         }
     }
 
@@ -131,7 +140,13 @@ impl Harness {
                 assert!(!self.drained, "drained twice");
                 self.drained = true;
             }
-            Command::Effect { .. } => panic!("relay and duplex request no effects"),
+            Command::Effect { conn, id, request } => {
+                assert!(
+                    !self.effects.iter().any(|(_, e, _)| e == id),
+                    "effect {id:?} requested twice"
+                );
+                self.effects.push((*conn, *id, request.clone()));
+            }
         }
     }
 
@@ -148,8 +163,8 @@ impl Harness {
     fn check_limits(&self) {
         let cfg = self.engine.config();
         for (sock, unflushed) in self.engine.unflushed() {
-            let limit = match sock.peer {
-                fanout_engine::Peer::Backend(b) if !b.is_primary() => cfg.secondary_budget,
+            let limit = match self.engine.role(sock) {
+                Some(Role::Secondary) => cfg.secondary_budget,
                 // One read may land on top of the high-water mark before the pause takes effect;
                 // the test drivers read at most `MAX_READ` at a time.
                 _ => cfg.high_water + MAX_READ,
@@ -240,6 +255,21 @@ impl Harness {
                 self.flush(sock);
             }
         }
+    }
+
+    /// Answers the effect `id` (which must be pending).
+    pub fn effect_done(
+        &mut self,
+        id: EffectId,
+        result: fanout_engine::EffectResult,
+    ) -> Vec<Command> {
+        let at = self
+            .effects
+            .iter()
+            .position(|(_, e, _)| *e == id)
+            .expect("a pending effect");
+        self.effects.remove(at);
+        self.handle(Event::EffectDone { id, result })
     }
 
     /// Moves the clock and fires any deadline that passed.
