@@ -12,13 +12,24 @@ pub enum Mutant {
     SecondaryBackpressuresClient,
     /// When a backend resets, forget the whole session without closing its other sockets.
     ForgetSessionOnReset,
+    /// Output issued while an effect is pending is written at once instead of waiting behind
+    /// the effect: a pipelining client hears answers out of order.
+    OutputJumpsPendingEffect,
+    /// Writes by a hook record no route, so answered and rerouted bytes never pause their
+    /// source: a client that does not read its answers grows the proxy's memory without bound.
+    AnswersEscapeFlowControl,
+    /// FINs go out while an effect is pending: what the effect's hook writes lands after them.
+    FinBeforePendingEffect,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 3] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::DropTailAfterEof,
         Mutant::SecondaryBackpressuresClient,
         Mutant::ForgetSessionOnReset,
+        Mutant::OutputJumpsPendingEffect,
+        Mutant::AnswersEscapeFlowControl,
+        Mutant::FinBeforePendingEffect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -26,6 +37,9 @@ impl Mutant {
             Mutant::DropTailAfterEof => "drop-tail-after-eof",
             Mutant::SecondaryBackpressuresClient => "secondary-backpressures-client",
             Mutant::ForgetSessionOnReset => "forget-session-on-reset",
+            Mutant::OutputJumpsPendingEffect => "output-jumps-pending-effect",
+            Mutant::AnswersEscapeFlowControl => "answers-escape-flow-control",
+            Mutant::FinBeforePendingEffect => "fin-before-pending-effect",
         }
     }
 }

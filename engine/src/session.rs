@@ -713,6 +713,11 @@ impl Core {
         let bit = route_bit(dest);
         let source = self.source;
         let gated = !self.gates.is_empty();
+        #[cfg(feature = "sim-mutants")]
+        let gated = gated && !ctx.mutant(crate::mutants::Mutant::OutputJumpsPendingEffect);
+        #[cfg(feature = "sim-mutants")]
+        let source =
+            source.filter(|_| !ctx.mutant(crate::mutants::Mutant::AnswersEscapeFlowControl));
         let Some(side) = self.side_mut(dest) else {
             if let Peer::Backend(b) = dest {
                 self.misuse.get_or_insert(Misuse::UnknownBackend(b));
@@ -935,7 +940,10 @@ impl Core {
         }
         // FINs whose queues have drained (never while an effect is pending: what it writes
         // comes first); legs finished both ways.
-        if self.gates.is_empty() {
+        let fin_ok = self.gates.is_empty();
+        #[cfg(feature = "sim-mutants")]
+        let fin_ok = fin_ok || ctx.mutant(crate::mutants::Mutant::FinBeforePendingEffect);
+        if fin_ok {
             self.client.try_fin(SockId::client(conn), ctx.out);
             if self.client.fin == Fin::Sent && self.close_client_after_fin {
                 self.client.close(SockId::client(conn), false, ctx.out);
