@@ -20,23 +20,41 @@
 //!    `handle(now, Event::Timeout)`.
 //!
 //! The driver names sockets by [`SockId`] (a client [`ConnId`] it assigns at accept, plus
-//! [`Peer::Client`] or [`Peer::Backend`]); `BackendId(0)` is the primary, `1..` the secondaries,
-//! and the driver maps each to an address. Bytes arrive as [`bytes::Bytes`] and fan out by
-//! reference count, never copied.
+//! [`Peer::Client`] or [`Peer::Backend`]). Backends are numbered per session by the engine in the
+//! order they are opened; `Command::Connect` names the [`UpstreamId`] — an entry of the driver's
+//! table of addresses, fixed at start — to connect it to. Bytes arrive as [`bytes::Bytes`] and
+//! fan out by reference count, never copied.
+//!
+//! 4. **Effects** — [`Command::Effect`] asks the driver's executor for work outside the engine
+//!    (a durable write, a lookup); the driver answers, off its event loop, with
+//!    [`Event::EffectDone`]. The engine times the wait out itself ([`Config::effect_timeout`]).
+//!
+//! ## The programmable layer
+//!
+//! What happens to the bytes is decided by an [`Interceptor`] ([`intercept`] documents the call
+//! order and what it may do): it opens backends to upstreams, routes client bytes to all or some
+//! of them, rewrites, drops, holds or answers them, passes or rewrites each backend's answer,
+//! decides what a backend's end does to the client, and asks for effects. relay and duplex are
+//! the [`Passthrough`] interceptor, whose backends bypass every hook. [`framing`] turns a byte
+//! stream into whole messages for interceptors that want them.
 //!
 //! ## What the engine guarantees
 //!
 //! - **Streaming**: every client byte read is written to each live backend in the same call, and
 //!   every primary byte to the client; nothing waits for a whole message.
-//! - **Backpressure as data**: the engine counts bytes written but not flushed per socket. Past
-//!   [`Config::high_water`] it pauses the reader feeding that socket; at [`Config::low_water`] it
-//!   resumes it. The client feeds the primary, the primary feeds the client.
+//! - **Backpressure as data**: the engine counts bytes written but not flushed per socket (plus
+//!   bytes waiting behind an effect). Past [`Config::high_water`] it pauses every reader whose
+//!   bytes were routed to that socket; at [`Config::low_water`] it resumes it. In relay the client
+//!   feeds the primary and the primary the client; an interceptor's answers make the client feed
+//!   itself, so they are paced too.
 //! - **Secondary isolation**: a secondary never pauses anyone. Past its budget, or its deadline
 //!   after the primary's leg ended, it is closed, and the report says why.
 //! - **Half-close**: a client's EOF becomes each backend's FIN once that backend's queue drained;
 //!   the primary's EOF becomes the client's FIN once the client's queue drained.
-//! - **No leaks**: a session ends when all its sockets are closed; then its timers are gone and
-//!   [`Engine::is_idle`] holds once every session has ended.
+//! - **No leaks**: a session ends when all its sockets are closed; then its timers and pending
+//!   effects are gone and [`Engine::is_idle`] holds once every session has ended.
+//! - **Containment**: an interceptor hook that panics or misuses the API ends its own session
+//!   (reported `interceptor-error`), never the engine.
 //! - **Determinism**: the same events at the same instants give the same commands.
 //!
 //! Events naming sockets the engine does not know (already closed) are ignored, and the engine

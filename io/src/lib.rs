@@ -40,6 +40,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod addr;
+pub mod balance;
 mod capture;
 pub mod cli;
 mod clock;

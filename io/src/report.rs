@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 pub struct ReportSink {
     file: Option<Arc<Mutex<File>>>,
     summary: bool,
-    /// Backend names, indexed by `BackendId`.
+    /// Upstream names (addresses), indexed by `UpstreamId`.
     names: Arc<[String]>,
     /// The wall-clock time of the engine's epoch (`Instant::ZERO`).
     wall_epoch: SystemTime,
@@ -75,6 +75,8 @@ struct Line<'a> {
     client: &'a str,
     start: String,
     backends: Vec<BackendLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interceptor_error: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -117,7 +119,7 @@ pub fn json_line(r: &SessionReport, names: &[String], wall_epoch: SystemTime) ->
             .map(|b| BackendLine {
                 role: role(b.role),
                 address: names
-                    .get(usize::from(b.backend.0))
+                    .get(usize::from(b.upstream.0))
                     .map_or("?", String::as_str),
                 connect_ms: b.connect_time.map(ms),
                 first_byte_ms: b.first_byte.map(ms),
@@ -130,6 +132,7 @@ pub fn json_line(r: &SessionReport, names: &[String], wall_epoch: SystemTime) ->
                 first_difference: b.first_difference,
             })
             .collect(),
+        interceptor_error: r.interceptor_error.as_deref(),
     };
     serde_json::to_string(&line).expect("a report always serialises")
 }
@@ -149,7 +152,7 @@ pub fn summary_line(r: &SessionReport, names: &[String]) -> String {
             }
         } else {
             let name = names
-                .get(usize::from(b.backend.0))
+                .get(usize::from(b.upstream.0))
                 .map_or("?", String::as_str);
             let _ = write!(s, " | {name} {} {}B", b.outcome.as_str(), b.bytes_received);
             if let Some(m) = b.matches_primary {
@@ -160,13 +163,16 @@ pub fn summary_line(r: &SessionReport, names: &[String]) -> String {
             }
         }
     }
+    if let Some(why) = &r.interceptor_error {
+        let _ = write!(s, " | interceptor-error: {why}");
+    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fanout_engine::{BackendId, BackendReport, ConnId, Instant, Outcome};
+    use fanout_engine::{BackendId, BackendReport, ConnId, Instant, Outcome, UpstreamId};
 
     fn report() -> SessionReport {
         SessionReport {
@@ -176,6 +182,7 @@ mod tests {
             backends: vec![
                 BackendReport {
                     backend: BackendId(0),
+                    upstream: UpstreamId(0),
                     role: Role::Primary,
                     connect_time: Some(Duration::from_micros(210)),
                     first_byte: Some(Duration::from_micros(1500)),
@@ -189,6 +196,7 @@ mod tests {
                 },
                 BackendReport {
                     backend: BackendId(1),
+                    upstream: UpstreamId(1),
                     role: Role::Secondary,
                     connect_time: None,
                     first_byte: None,
@@ -201,6 +209,7 @@ mod tests {
                     first_difference: Some(12),
                 },
             ],
+            interceptor_error: None,
         }
     }
 

@@ -1,0 +1,282 @@
+//! `fanout balance`: em-proxy's balancing proxy as an interceptor. Each client goes to one
+//! upstream chosen by a strategy; an upstream that cannot be connected is taken out of rotation
+//! for `retry_after` and the client is tried on the next one; once `retry_after` has passed the
+//! upstream is chosen again, and that real connection is its retry.
+//!
+//! Each event loop runs its own balancer (`--threads N`): counts and the round-robin cursor are
+//! per loop, which is what keeps them free of locks.
+
+use fanout_engine::{
+    BackendId, Conn, Failure, Instant, Interceptor, Open, SessionReport, UpstreamId,
+};
+use std::time::Duration;
+
+/// How the next upstream is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// In turn: 1, 2, 3, 1, ...
+    RoundRobin,
+    /// The one with the fewest open sessions; ties go to the first listed.
+    LeastConn,
+    /// Uniformly at random, from a seeded generator (`--seed`), so a capture replays.
+    Random,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastConn => "least-conn",
+            Strategy::Random => "random",
+        }
+    }
+}
+
+/// One upstream as the balancer sees it.
+#[derive(Clone, Debug, Default)]
+struct Upstream {
+    /// Sessions currently using it.
+    active: u32,
+    /// Out of rotation until then, after a failed connect.
+    down_until: Option<Instant>,
+}
+
+/// The balancer: shared by every session of one event loop.
+#[derive(Debug)]
+pub struct Balance {
+    strategy: Strategy,
+    upstreams: Vec<Upstream>,
+    cursor: usize,
+    rng: u64,
+    retry_after: Duration,
+}
+
+/// What one session remembers: the upstream it uses and those it already tried.
+#[derive(Debug, Default)]
+pub struct Choice {
+    current: Option<UpstreamId>,
+    tried: Vec<UpstreamId>,
+}
+
+impl Balance {
+    /// A balancer over `upstreams` entries of the driver's table (`0..upstreams`).
+    pub fn new(strategy: Strategy, upstreams: u16, seed: u64, retry_after: Duration) -> Balance {
+        Balance {
+            strategy,
+            upstreams: vec![Upstream::default(); usize::from(upstreams)],
+            cursor: 0,
+            // xorshift must not start at zero.
+            rng: seed | 1,
+            retry_after,
+        }
+    }
+
+    /// The next upstream for a session at `now` that has not yet tried those in `tried`, or
+    /// `None` when every upstream is tried or out of rotation.
+    pub fn select(&mut self, now: Instant, tried: &[UpstreamId]) -> Option<UpstreamId> {
+        let n = self.upstreams.len();
+        let usable = |i: usize, ups: &[Upstream]| {
+            let id = UpstreamId(i as u16);
+            !tried.contains(&id) && !matches!(ups[i].down_until, Some(t) if t > now)
+        };
+        let pick = match self.strategy {
+            Strategy::RoundRobin => (0..n)
+                .map(|k| (self.cursor + k) % n)
+                .find(|&i| usable(i, &self.upstreams))
+                .inspect(|&i| self.cursor = (i + 1) % n),
+            Strategy::LeastConn => (0..n)
+                .filter(|&i| usable(i, &self.upstreams))
+                .min_by_key(|&i| (self.upstreams[i].active, i)),
+            Strategy::Random => {
+                let candidates: Vec<usize> =
+                    (0..n).filter(|&i| usable(i, &self.upstreams)).collect();
+                if candidates.is_empty() {
+                    None
+                } else {
+                    let r = self.next_random();
+                    Some(candidates[(r % candidates.len() as u64) as usize])
+                }
+            }
+        }?;
+        let up = &mut self.upstreams[pick];
+        up.active += 1;
+        if up.down_until.is_some_and(|t| t <= now) {
+            up.down_until = None; // its retry: back in rotation unless this connect fails too
+            tracing::info!("balance: retrying upstream {pick}");
+        }
+        Some(UpstreamId(pick as u16))
+    }
+
+    /// Sessions now using `up`.
+    pub fn active(&self, up: UpstreamId) -> u32 {
+        self.upstreams[usize::from(up.0)].active
+    }
+
+    /// Whether `up` is out of rotation at `now`.
+    pub fn is_down(&self, up: UpstreamId, now: Instant) -> bool {
+        self.upstreams[usize::from(up.0)]
+            .down_until
+            .is_some_and(|t| t > now)
+    }
+
+    fn release(&mut self, up: UpstreamId) {
+        let u = &mut self.upstreams[usize::from(up.0)];
+        u.active = u.active.saturating_sub(1);
+    }
+
+    fn take_out(&mut self, up: UpstreamId, now: Instant, reason: Failure) {
+        let u = &mut self.upstreams[usize::from(up.0)];
+        if !matches!(u.down_until, Some(t) if t > now) {
+            tracing::warn!(
+                "balance: upstream {} failed to connect ({reason:?}); out of rotation for {:?}",
+                up.0,
+                self.retry_after
+            );
+        }
+        u.down_until = Some(now + self.retry_after);
+    }
+
+    /// xorshift64*: small, seeded, deterministic.
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Opens the session's next upstream as its primary, both ways bypassing the hooks.
+    fn open_next(&mut self, st: &mut Choice, conn: &mut Conn<'_>) -> Option<BackendId> {
+        let up = self.select(conn.now(), &st.tried)?;
+        st.tried.push(up);
+        st.current = Some(up);
+        conn.open(up, Open::primary().relay_client().relay_server())
+            .ok()
+    }
+}
+
+impl Interceptor for Balance {
+    type State = Choice;
+
+    fn on_connect(&mut self, conn: &mut Conn<'_>) -> Choice {
+        let mut st = Choice::default();
+        if self.open_next(&mut st, conn).is_none() {
+            tracing::warn!("balance: every upstream is out of rotation; closing the client");
+            conn.close();
+        }
+        st
+    }
+
+    fn on_connect_failed(
+        &mut self,
+        st: &mut Choice,
+        conn: &mut Conn<'_>,
+        _b: BackendId,
+        reason: Failure,
+    ) {
+        let Some(failed) = st.current.take() else {
+            return;
+        };
+        self.release(failed);
+        self.take_out(failed, conn.now(), reason);
+        let unsent = conn.unsent();
+        if let Some(next) = self.open_next(st, conn) {
+            for data in unsent {
+                conn.send(next, data);
+            }
+        }
+    }
+
+    fn on_end(&mut self, st: Choice, _report: &SessionReport) {
+        if let Some(up) = st.current {
+            self.release(up);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Instant = Instant::ZERO;
+
+    fn ids(b: &mut Balance, n: usize) -> Vec<u16> {
+        (0..n).map(|_| b.select(T0, &[]).unwrap().0).collect()
+    }
+
+    // em-proxy spec/balancing_spec.rb: "should select backends in rotating order".
+    #[test]
+    fn round_robin_selects_backends_in_rotating_order() {
+        let mut b = Balance::new(Strategy::RoundRobin, 3, 1, Duration::from_secs(5));
+        assert_eq!(ids(&mut b, 4), [0, 1, 2, 0]);
+    }
+
+    // "should select the first backend when all backends have the same load".
+    #[test]
+    fn least_conn_selects_the_first_backend_when_loads_are_equal() {
+        let mut b = Balance::new(Strategy::LeastConn, 3, 1, Duration::from_secs(5));
+        assert_eq!(b.select(T0, &[]), Some(UpstreamId(0)));
+    }
+
+    // "should select the least loaded backend".
+    #[test]
+    fn least_conn_selects_the_least_loaded_backend() {
+        let mut b = Balance::new(Strategy::LeastConn, 3, 1, Duration::from_secs(5));
+        b.upstreams[0].active = 2;
+        b.upstreams[1].active = 1;
+        // Loads 2,1,0: the third; then 2,1,1: the second (the first of the least); then 2,2,1.
+        assert_eq!(ids(&mut b, 4), [2, 1, 2, 0]);
+        b.release(UpstreamId(0));
+        b.release(UpstreamId(0));
+        assert_eq!(b.select(T0, &[]), Some(UpstreamId(0)));
+    }
+
+    // "should select random backend": seeded, so the same seed picks the same sequence, and
+    // every backend is picked.
+    #[test]
+    fn random_is_seeded_and_reaches_every_backend() {
+        let picks = |seed| {
+            ids(
+                &mut Balance::new(Strategy::Random, 3, seed, Duration::ZERO),
+                60,
+            )
+        };
+        assert_eq!(picks(7), picks(7));
+        assert_ne!(picks(7), picks(8));
+        let seen = picks(7);
+        for i in 0..3 {
+            assert!(seen.contains(&i), "backend {i} never picked: {seen:?}");
+        }
+    }
+
+    // "should raise error for unknown strategy": clap refuses it by name.
+    #[test]
+    fn an_unknown_strategy_is_refused_with_the_valid_ones_named() {
+        use clap::ValueEnum;
+        assert!(Strategy::from_str("asdf", true).is_err());
+        assert_eq!(
+            Strategy::from_str("least-conn", true),
+            Ok(Strategy::LeastConn)
+        );
+    }
+
+    #[test]
+    fn a_failed_upstream_is_out_of_rotation_until_its_retry() {
+        let retry = Duration::from_secs(5);
+        let mut b = Balance::new(Strategy::RoundRobin, 2, 1, retry);
+        b.take_out(UpstreamId(0), T0, Failure::Refused);
+        assert!(b.is_down(UpstreamId(0), T0));
+        assert_eq!(ids(&mut b, 3), [1, 1, 1]);
+        let later = T0 + retry;
+        assert!(!b.is_down(UpstreamId(0), later));
+        assert_eq!(b.select(later, &[]), Some(UpstreamId(0)), "retried");
+    }
+
+    #[test]
+    fn a_session_never_tries_the_same_upstream_twice() {
+        let mut b = Balance::new(Strategy::RoundRobin, 2, 1, Duration::from_secs(5));
+        assert_eq!(b.select(T0, &[UpstreamId(0)]), Some(UpstreamId(1)));
+        assert_eq!(b.select(T0, &[UpstreamId(0), UpstreamId(1)]), None);
+    }
+}
