@@ -7,7 +7,7 @@
 //! duplex use [`Passthrough`], which forwards everything unchanged.
 //!
 //! Interceptors see bytes as they arrive, split anywhere; a protocol-aware interceptor runs a
-//! framer over them (see the engine's protocol modules as they are added).
+//! [`Framer`](crate::framing::Framer) over them to see whole messages ([`crate::framing`]).
 
 use crate::ids::ConnId;
 use bytes::Bytes;

@@ -52,6 +52,7 @@ mod config;
 pub mod effect;
 mod engine;
 mod event;
+pub mod framing;
 mod ids;
 mod intercept;
 #[cfg(feature = "sim-mutants")]
