@@ -71,6 +71,7 @@ mod conn;
 pub mod effect;
 mod engine;
 mod event;
+pub mod framing;
 mod gate;
 mod ids;
 pub mod intercept;

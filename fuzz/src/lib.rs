@@ -22,9 +22,11 @@
 //!   be idle.
 //! - [`capture_decoder`]: raw bytes into the capture decoder, and whatever decodes replayed into an
 //!   engine.
+//! - [`framers`]: a byte stream into each [`framing`](fanout_engine::framing) framer, whole and cut
+//!   into arbitrary pieces, against the framer's definition applied to the whole stream.
 //!
-//! The project has no protocol framers yet; each framer gets a target here when it arrives (see the
-//! README's "Fuzzing" section for the two-step recipe).
+//! Each new framer gets a target here, or a place in `framers` (see the README's "Fuzzing" section
+//! for the two-step recipe).
 
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
@@ -32,6 +34,7 @@
 pub mod capture_decoder;
 pub mod driver;
 pub mod engine_events;
+pub mod framers;
 
 /// A fuzz target: it takes any bytes and panics on a bug.
 pub type Target = fn(&[u8]);
@@ -41,4 +44,5 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("engine_events", engine_events::run),
     ("capture_decoder", capture_decoder::run),
+    ("framers", framers::run),
 ];
