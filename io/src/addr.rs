@@ -52,6 +52,44 @@ pub fn parse_backend(s: &str) -> Result<Backend, String> {
     })
 }
 
+/// Parses `--bind-source`: an IP address without a port (the kernel picks the port). The
+/// message names the value, not the flag: clap and the config file say where it came from.
+pub fn parse_source(s: &str) -> Result<IpAddr, String> {
+    let t = s.trim();
+    let unbracketed = t
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(t);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let hint = if t.parse::<SocketAddr>().is_ok() {
+        ": give the address without a port (the kernel picks the source port)"
+    } else {
+        ", e.g. 10.0.0.5 or ::1"
+    };
+    Err(format!("{s:?} is not an IP address{hint}"))
+}
+
+/// Checks that `source` can reach every TCP backend: the same address family.
+pub fn check_source(source: IpAddr, backends: &[Backend]) -> Result<(), String> {
+    for b in backends {
+        if let Target::Tcp(to) = &b.target {
+            if to.is_ipv4() != source.is_ipv4() {
+                let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
+                return Err(format!(
+                    "--bind-source {source} is {} but backend {} is {}: connects from it \
+                     cannot reach that backend",
+                    family(source.is_ipv4()),
+                    b.name,
+                    family(to.is_ipv4())
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A TCP address and its display name.
 fn parse_tcp(s: &str) -> Result<(SocketAddr, String), String> {
     let s = s.trim();
@@ -150,6 +188,30 @@ mod tests {
         assert_eq!(b.name, "unix:/tmp/x.sock");
         assert!(parse_listen("unix:/tmp/x.sock").is_err());
         assert!(parse_backend("unix:").is_err());
+    }
+
+    #[test]
+    fn bind_source_is_an_ip_without_a_port() {
+        assert_eq!(parse_source("127.0.0.2"), Ok("127.0.0.2".parse().unwrap()));
+        assert_eq!(parse_source("::1"), Ok("::1".parse().unwrap()));
+        assert_eq!(parse_source("[::1]"), Ok("::1".parse().unwrap()));
+        let e = parse_source("127.0.0.2:80").unwrap_err();
+        assert!(e.contains("without a port"), "{e}");
+        for bad in ["", "localhost", "10.0.0", "unix:/x"] {
+            let e = parse_source(bad).unwrap_err();
+            assert!(e.contains("not an IP address"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bind_source_family_must_match_tcp_backends() {
+        let backends = [
+            parse_backend("127.0.0.1:80").unwrap(),
+            parse_backend("unix:/tmp/x.sock").unwrap(),
+        ];
+        assert!(check_source("127.0.0.2".parse().unwrap(), &backends).is_ok());
+        let e = check_source("::1".parse().unwrap(), &backends).unwrap_err();
+        assert!(e.contains("IPv6") && e.contains("127.0.0.1:80"), "{e}");
     }
 
     #[test]

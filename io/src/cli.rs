@@ -16,18 +16,24 @@
 //! fanout replay FILE --to ADDR [--speed X] [--concurrency 1,2,4,...] [--timeout DUR] [--expect-recorded]
 //! ```
 //!
+//! Programs built on [`crate::host`] take a fourth form, an upstream table instead of a
+//! primary: `PROGRAM --listen ADDR --to ADDR [--to ADDR ...] [COMMON]`; it is resolved by the same
+//! code (`host_settings`).
+//!
 //! `--config FILE` reads a TOML file with the same keys in kebab-case (`listen`, `to`, `primary`,
-//! `secondary`, `report`, `connect-timeout`, ...); a flag given on the command line wins over the
-//! file. Every problem here is a usage error (exit status 2).
+//! `secondary`, `report`, `connect-timeout`, `bind-source`, ...); a flag given on the command
+//! line wins over the file. Every problem here is a usage error (exit status 2).
 
 use crate::addr::{self, Backend};
 use crate::config_file::{duration, size, FileConfig};
+use crate::effects::PoolConfig;
 use crate::error::Error;
+use crate::host::HostArgs;
 use crate::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
 use fanout_engine::Config;
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +204,10 @@ pub struct Common {
     /// Rotate the capture to FILE.1, FILE.2, ... once a file passes this size [default: 1GiB].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub capture_max_size: Option<u64>,
+    /// Backend TCP connects bind to this source address first (the kernel picks the port);
+    /// unix: backends ignore it.
+    #[arg(long, value_name = "IP", value_parser = addr::parse_source)]
+    pub bind_source: Option<IpAddr>,
     /// TOML file with the same keys as the flags (kebab-case); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -222,6 +232,10 @@ pub struct Settings {
     pub capture: Option<PathBuf>,
     /// `--capture-max-size`: a capture file rotates once it passes this many bytes.
     pub capture_max_size: u64,
+    /// `--bind-source`: backend TCP connects come from this address.
+    pub bind_source: Option<IpAddr>,
+    /// The effect pool's size (host programs: `--effect-workers`, `--effect-queue`).
+    pub effects: PoolConfig,
 }
 
 /// The default `--capture-max-size`.
@@ -343,25 +357,23 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     build(chosen, file)
 }
 
-/// Stores `value` in `slot` when there is one.
-fn set<T>(slot: &mut T, value: Option<T>) {
-    if let Some(v) = value {
-        *slot = v;
-    }
-}
-
 fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     let is_duplex = c.form == "duplex";
-    let listen = c.listen.or(file.listen()).ok_or_else(|| {
-        format!(
-            "{} needs {} (or `listen` in --config)",
-            c.form, c.listen_flag
-        )
-    })?;
+    let listen = listen(c.listen, &file, c.form, c.listen_flag)?;
     let from_file_primary = match c.form {
-        "relay" => file.to.clone(),
+        "relay" => match file.to().as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => {
+                return Err(format!(
+                    "relay takes one backend, but `to` in --config lists {}; use duplex for \
+                     secondaries",
+                    many.len()
+                ))
+            }
+        },
         "duplex" => file.primary.clone(),
-        _ => file.primary.clone().or(file.to.clone()),
+        _ => file.primary.clone().or(file.to().into_iter().next()),
     };
     let primary = c.primary.or(from_file_primary).ok_or_else(|| {
         format!(
@@ -384,19 +396,89 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
     if secondaries.len() >= usize::from(u16::MAX) {
         return Err("too many secondaries".into());
     }
-
-    let listen = addr::parse_listen(&listen)?;
     let mut backends = vec![addr::parse_backend(&primary)?];
     for s in &secondaries {
         backends.push(addr::parse_backend(s)?);
     }
+    let secondaries = secondaries.len() as u16;
+    finish(listen, backends, secondaries, c.common, &file, c.form)
+}
 
-    let cm = c.common;
+/// The settings of a program on [`crate::host`]: `--listen`, the upstream table from `--to`
+/// (in order: `UpstreamId(0)` is the first), the effect pool's size, and the common flags, each
+/// also from `--config`. `program` names the form in messages and is the capture's mode.
+pub(crate) fn host_settings(args: HostArgs, program: &str) -> Result<Settings, String> {
+    let file = match &args.common.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let listen = listen(args.listen, &file, program, "--listen ADDR")?;
+    let mut to = if args.to.is_empty() {
+        file.to()
+    } else {
+        args.to
+    };
+    to.retain(|s| !s.trim().is_empty());
+    if to.is_empty() {
+        return Err(format!(
+            "{program} needs at least one --to ADDR (or `to` in --config)"
+        ));
+    }
+    if to.len() > usize::from(u16::MAX) {
+        return Err("too many upstreams (--to)".into());
+    }
+    let backends = to
+        .iter()
+        .map(|t| addr::parse_backend(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let effects = PoolConfig {
+        workers: (args.effect_workers)
+            .or(file.effect_workers)
+            .unwrap_or(PoolConfig::default().workers),
+        queue: (args.effect_queue)
+            .or(file.effect_queue)
+            .unwrap_or(PoolConfig::default().queue),
+    };
+    effects.validate()?;
+    let mut settings = finish(listen, backends, 0, args.common, &file, program)?;
+    settings.effects = effects;
+    Ok(settings)
+}
+
+/// The listen address from the flag, else the file; `form` and `flag` name them in the error.
+fn listen(
+    flag: Option<String>,
+    file: &FileConfig,
+    form: &str,
+    flag_name: &str,
+) -> Result<SocketAddr, String> {
+    let listen = flag
+        .or(file.listen())
+        .ok_or_else(|| format!("{form} needs {flag_name} (or `listen` in --config)"))?;
+    addr::parse_listen(&listen)
+}
+
+/// Stores `value` in `slot` when there is one.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// What every form shares: the common flags (each else from the file) into the engine's
+/// config and the driver's settings, checked.
+fn finish(
+    listen: SocketAddr,
+    backends: Vec<Backend>,
+    secondaries: u16,
+    cm: Common,
+    f: &FileConfig,
+    mode: &str,
+) -> Result<Settings, String> {
     let mut cfg = Config {
-        secondaries: secondaries.len() as u16,
+        secondaries,
         ..Config::default()
     };
-    let f = &file;
     set(
         &mut cfg.connect_timeout,
         duration(cm.connect_timeout, &f.connect_timeout, "connect-timeout")?,
@@ -433,24 +515,30 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
         &mut cfg.secondary_budget,
         size(cm.secondary_budget, &f.secondary_budget, "secondary-budget")?,
     );
-    let threads = cm.threads.or(file.threads).unwrap_or(1);
+    let threads = cm.threads.or(f.threads).unwrap_or(1);
     if threads == 0 {
         return Err("--threads must be at least 1".into());
     }
-    let report = cm.report.or(file.report);
-    let verbose = cm.verbose || file.verbose.unwrap_or(false);
+    let report = cm.report.or(f.report.clone());
+    let verbose = cm.verbose || f.verbose.unwrap_or(false);
     cfg.reports = cfg.secondaries > 0 || report.is_some() || verbose;
     cfg.validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
 
-    let capture_max_size = size(
-        cm.capture_max_size,
-        &file.capture_max_size,
-        "capture-max-size",
-    )?
-    .unwrap_or(CAPTURE_MAX_SIZE);
+    let capture_max_size = size(cm.capture_max_size, &f.capture_max_size, "capture-max-size")?
+        .unwrap_or(CAPTURE_MAX_SIZE);
     if capture_max_size == 0 {
         return Err("--capture-max-size must be at least 1 byte".into());
+    }
+    let bind_source = match (cm.bind_source, &f.bind_source) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(text)) => {
+            Some(addr::parse_source(text).map_err(|e| format!("config `bind-source`: {e}"))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(source) = bind_source {
+        addr::check_source(source, &backends)?;
     }
     Ok(Settings {
         listen,
@@ -459,9 +547,11 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
         threads,
         report,
         verbose,
-        mode: c.form.to_string(),
-        capture: cm.capture.or(file.capture),
+        mode: mode.to_string(),
+        capture: cm.capture.or(f.capture.clone()),
         capture_max_size,
+        bind_source,
+        effects: PoolConfig::default(),
     })
 }
 
@@ -693,6 +783,24 @@ mod tests {
                 "0",
             ],
             &["relay", "--listen", "0", "--to", "8081", "--threads", "0"],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "8081",
+                "--bind-source",
+                "localhost",
+            ],
+            &[
+                "relay",
+                "--listen",
+                "0",
+                "--to",
+                "[::1]:8081",
+                "--bind-source",
+                "127.0.0.2",
+            ],
             &["relay", "--listen", "nonsense", "--to", "8081"],
             &["relay", "--listen", "unix:/tmp/x", "--to", "8081"],
             &[
@@ -791,6 +899,27 @@ mod tests {
     }
 
     #[test]
+    fn bind_source_from_the_flag_or_the_file() {
+        let s = ok(&["relay", "--listen", "0", "--to", "8081"]);
+        assert_eq!(s.bind_source, None);
+        let s = ok(&[
+            "relay",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--bind-source",
+            "127.0.0.2",
+        ]);
+        assert_eq!(s.bind_source, Some("127.0.0.2".parse().unwrap()));
+        let f = config_file("listen = 9100\nto = \"8081\"\nbind-source = \"127.0.0.3\"\n");
+        let s = ok(&["-l", "9000", "-r", "8081", "--config", f.path()]);
+        assert_eq!(s.bind_source, Some("127.0.0.3".parse().unwrap()));
+        let s = ok(&["relay", "--config", f.path(), "--bind-source", "127.0.0.4"]);
+        assert_eq!(s.bind_source, Some("127.0.0.4".parse().unwrap()));
+    }
+
+    #[test]
     fn config_file_with_secondaries_for_duplex() {
         let f = config_file(
             "listen = \"127.0.0.1:0\"\nprimary = \"8081\"\nsecondary = [\"8082\", \"8083\"]\n",
@@ -804,6 +933,8 @@ mod tests {
         for text in [
             "listen = 9100\nto = \"8081\"\nbogus-key = 1\n",
             "listen = 9100\nto = \"8081\"\nidle-timeout = \"forever\"\n",
+            "listen = 9100\nto = \"8081\"\nbind-source = \"10.0.0.1:80\"\n",
+            "listen = 9100\nto = [\"8081\", \"8082\"]\n",
             "this is not toml",
         ] {
             let f = config_file(text);

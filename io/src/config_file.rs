@@ -5,6 +5,8 @@
 //! listen = 9000                 # or "127.0.0.1:9000"
 //! primary = "127.0.0.1:8080"    # `to` for relay
 //! secondary = ["127.0.0.1:8081"]
+//! # to = ["a:1", "unix:/b"]     # a host program's upstream table (`fanout_io::host`)
+//! bind-source = "10.0.0.5"      # backend connects come from this address
 //! idle-timeout = "2m"
 //! high-water = "512KiB"         # or a plain number of bytes
 //! capture = "/var/tmp/traffic.fcap"
@@ -20,7 +22,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct FileConfig {
     listen: Option<Scalar>,
-    pub to: Option<String>,
+    to: Option<OneOrMany>,
     pub primary: Option<String>,
     secondary: Option<OneOrMany>,
     pub report: Option<PathBuf>,
@@ -36,6 +38,9 @@ pub(crate) struct FileConfig {
     pub verbose: Option<bool>,
     pub capture: Option<PathBuf>,
     pub capture_max_size: Option<Scalar>,
+    pub bind_source: Option<String>,
+    pub effect_workers: Option<usize>,
+    pub effect_queue: Option<usize>,
 }
 
 /// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).
@@ -63,6 +68,16 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+impl OneOrMany {
+    fn list(value: &Option<OneOrMany>) -> Vec<String> {
+        match value {
+            Some(OneOrMany::One(s)) => vec![s.clone()],
+            Some(OneOrMany::Many(v)) => v.clone(),
+            None => Vec::new(),
+        }
+    }
+}
+
 impl FileConfig {
     pub(crate) fn read(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -75,11 +90,12 @@ impl FileConfig {
     }
 
     pub(crate) fn secondaries(&self) -> Vec<String> {
-        match &self.secondary {
-            Some(OneOrMany::One(s)) => vec![s.clone()],
-            Some(OneOrMany::Many(v)) => v.clone(),
-            None => Vec::new(),
-        }
+        OneOrMany::list(&self.secondary)
+    }
+
+    /// `to = "a"` (relay) or `to = ["a", "b"]` (a host program's upstream table).
+    pub(crate) fn to(&self) -> Vec<String> {
+        OneOrMany::list(&self.to)
     }
 }
 

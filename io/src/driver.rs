@@ -8,7 +8,10 @@
 //!   so several `Write`s to one socket become one `writev`; events those flushes produce
 //!   (`Flushed`, `Failed`, an immediate `ConnectFailed`) are fed in afterwards, never in the
 //!   middle of a drain;
-//! - the poll timeout is the engine's next deadline; when it passes, `Event::Timeout`.
+//! - the poll timeout is the engine's next deadline; when it passes, `Event::Timeout`;
+//! - `Command::Effect` goes to the effect pool's [`Lane`] (never run here); a refusal (queue
+//!   full, no executor) is answered at once as a pending `Event::EffectDone`, and finished
+//!   effects come back through the lane's waker and enter the engine like every other event.
 //!
 //! Sockets are registered once, readable and writable, edge-triggered, and never re-registered:
 //! pausing a reader is a flag, closing is dropping the descriptor. A socket is read until it
@@ -19,21 +22,27 @@
 use crate::addr::Backend;
 use crate::capture::Recorder;
 use crate::clock::Clock;
+use crate::effects::{Lane, Pool};
 use crate::report::ReportSink;
 use crate::sockets::{Sock, Sockets};
 use crate::stream::{connect_failure, io_failure, Stream};
 use crate::writeq::Stop;
 use bytes::BytesMut;
-use fanout_engine::{Command, ConnId, Engine, Event, Peer, SockId, UpstreamId};
+use fanout_engine::{
+    Command, ConnId, EffectError, EffectId, EffectRequest, Engine, Event, Interceptor, Peer,
+    SockId, UpstreamId,
+};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 const LISTENER: Token = Token(usize::MAX);
 const DRAIN: Token = Token(usize::MAX - 1);
+const EFFECTS: Token = Token(usize::MAX - 2);
 
 /// Reads of one socket before it yields to others.
 const READS_PER_TURN: usize = 16;
@@ -47,14 +56,19 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Everything one event loop owns.
-pub(crate) struct Driver {
+/// Everything one event loop owns. `I` is the engine's interceptor; the driver never calls it.
+pub(crate) struct Driver<I: Interceptor> {
     poll: Poll,
-    engine: Engine,
+    engine: Engine<I>,
     clock: Clock,
     listener: Option<TcpListener>,
     drain_rx: UnixStream,
+    /// The upstream table: `Command::Connect`'s `UpstreamId` indexes it.
     backends: Arc<[Backend]>,
+    /// `--bind-source`: TCP connects to backends bind to this address first.
+    bind_source: Option<IpAddr>,
+    /// The effect pool, when the program has an executor.
+    effects: Option<Lane>,
     socks: Sockets,
     /// Read buffer; each read's bytes are split off it as `Bytes`.
     buf: BytesMut,
@@ -87,38 +101,62 @@ struct AcceptGate {
     warned: Option<std::time::Instant>,
 }
 
-impl std::fmt::Debug for Driver {
+impl<I: Interceptor> std::fmt::Debug for Driver<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("engine", &self.engine)
+            .field("sessions", &self.engine.session_count())
             .field("sockets", &self.socks.len())
             .field("draining", &self.draining)
             .finish()
     }
 }
 
-impl Driver {
+/// What a loop connects to: the upstream table and how to reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstreams {
+    pub(crate) table: Arc<[Backend]>,
+    pub(crate) bind_source: Option<IpAddr>,
+}
+
+/// What starts work on a loop: its listener, and the reading end of its drain trigger.
+#[derive(Debug)]
+pub(crate) struct Intake {
+    pub(crate) listener: TcpListener,
+    pub(crate) drain: UnixStream,
+}
+
+impl<I: Interceptor> Driver<I> {
     pub(crate) fn new(
-        engine: Engine,
+        engine: Engine<I>,
         clock: Clock,
-        mut listener: TcpListener,
-        mut drain_rx: UnixStream,
-        backends: Arc<[Backend]>,
+        intake: Intake,
+        upstreams: Upstreams,
+        effects: Option<&Pool>,
         reports: ReportSink,
         recorder: Option<Recorder>,
     ) -> io::Result<Self> {
+        let Intake {
+            mut listener,
+            drain: mut drain_rx,
+        } = intake;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut drain_rx, DRAIN, Interest::READABLE)?;
+        let effects = match effects {
+            Some(pool) => Some(pool.lane(poll.registry(), EFFECTS)?),
+            None => None,
+        };
         Ok(Driver {
             poll,
             engine,
             clock,
             listener: Some(listener),
             drain_rx,
-            backends,
+            backends: upstreams.table,
+            bind_source: upstreams.bind_source,
+            effects,
             socks: Sockets::default(),
             buf: BytesMut::with_capacity(READ_BLOCK),
             ready: VecDeque::new(),
@@ -149,6 +187,7 @@ impl Driver {
                 match ev.token() {
                     LISTENER => self.accept_ready(),
                     DRAIN => self.drain_requested(),
+                    EFFECTS => self.effects_done(),
                     token => self.socket_ready(token, ev),
                 }
             }
@@ -259,7 +298,33 @@ impl Driver {
             }
             Command::Report(r) => self.reports.emit(&r),
             Command::Drained => self.done = true,
-            Command::Effect { .. } => {}
+            Command::Effect { id, request, .. } => self.effect(id, request),
+        }
+    }
+
+    // ---- effects ------------------------------------------------------------------------
+
+    /// Hands an effect to the pool; a refusal is the engine's answer, fed after this drain.
+    fn effect(&mut self, id: EffectId, request: EffectRequest) {
+        let refused = match &self.effects {
+            Some(lane) => lane.submit(id, request).err(),
+            None => Some(EffectError::Unavailable("no executor".into())),
+        };
+        if let Some(e) = refused {
+            tracing::debug!("effect {}: {e}", id.0);
+            self.pending
+                .push_back(Event::EffectDone { id, result: Err(e) });
+        }
+    }
+
+    /// The lane's waker fired: feed every finished effect to the engine. A result that lands
+    /// after this collects wakes the loop again (workers wake after sending).
+    fn effects_done(&mut self) {
+        let Some(lane) = &self.effects else { return };
+        // Collected first: dispatching needs `&mut self`.
+        let done: Vec<_> = lane.completed().collect();
+        for (id, result) in done {
+            self.dispatch(Event::EffectDone { id, result });
         }
     }
 
@@ -277,7 +342,7 @@ impl Driver {
             });
             return;
         };
-        let stream = match Stream::connect(&backend.target) {
+        let stream = match Stream::connect(&backend.target, self.bind_source) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("{sock}: connect to {} failed: {e}", backend.name);

@@ -1,38 +1,80 @@
-//! A whole proxy: its listeners bound, one event loop per thread, run until drained.
+//! A whole proxy: its listeners bound, one event loop per thread (each with its own engine and
+//! interceptor), the effect pool they share, run until drained.
 
 use crate::capture::{self, Recorder};
 use crate::cli::Settings;
 use crate::clock::Clock;
-use crate::driver::Driver;
+use crate::driver::{Driver, Intake, Upstreams};
+use crate::effects::{Executor, Pool};
 use crate::error::{describe, Error};
 use crate::listener;
 use crate::report::ReportSink;
-use crate::signals::{self, Stopper};
+use crate::signals::{self, SignalGuard, Stopper};
 use fanout_engine::capture::Header;
-use fanout_engine::{Config, Engine};
+use fanout_engine::{Config, Engine, Interceptor, Passthrough};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A bound, not yet running proxy. Binding happens in [`Proxy::bind`] so that the caller can
-/// print the listening address (and fail on a busy port) before anything runs.
-#[derive(Debug)]
-pub struct Proxy {
-    drivers: Vec<Driver>,
+/// A bound, not yet running proxy. Binding happens in [`Proxy::bind`] (or [`Proxy::bind_with`])
+/// so that the caller can print the listening address (and fail on a busy port) before anything
+/// runs. `I` is the interceptor every loop's engine runs; relay and duplex use [`Passthrough`].
+pub struct Proxy<I: Interceptor = Passthrough> {
+    drivers: Vec<Driver<I>>,
     local_addr: SocketAddr,
     stopper: Stopper,
+    /// Stopped after every loop has ended.
+    pool: Option<Pool>,
 }
 
-impl Proxy {
-    /// Binds `settings.threads` listeners and prepares one event loop for each.
+impl<I: Interceptor> std::fmt::Debug for Proxy<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.local_addr)
+            .field("loops", &self.drivers)
+            .field("effect_pool", &self.pool)
+            .finish()
+    }
+}
+
+/// Builds an engine around an interceptor: the one place the driver constructs engines, for
+/// the proxy's loops and for `replay --engine` alike.
+pub(crate) fn build_engine<I: Interceptor>(
+    config: Config,
+    interceptor: I,
+) -> Result<Engine<I>, String> {
+    Engine::with_interceptor(config, interceptor).map_err(|e| e.to_string())
+}
+
+impl Proxy<Passthrough> {
+    /// Binds `settings.threads` listeners and prepares one event loop for each, running the
+    /// built-in relay/duplex behaviour (`Engine::new`).
     pub fn bind(settings: &Settings) -> Result<Proxy, Error> {
+        Proxy::bind_with(settings, || Passthrough, None)
+    }
+}
+
+impl<I: Interceptor> Proxy<I> {
+    /// Binds `settings.threads` listeners and prepares one event loop for each, every loop's
+    /// engine running its own interceptor from `make` (called once per loop, here). Effects go
+    /// to a pool of `settings.effects.workers` threads running `executor`; without one, every
+    /// effect is answered `EffectError::Unavailable("no executor")`.
+    pub fn bind_with(
+        settings: &Settings,
+        make: impl Fn() -> I,
+        executor: Option<Arc<dyn Executor>>,
+    ) -> Result<Proxy<I>, Error> {
         let listeners = listener::bind(settings.listen, settings.threads)?;
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", settings.listen)))?;
         let clock = Clock::start();
         let names: Arc<[String]> = settings.backends.iter().map(|b| b.name.clone()).collect();
-        let backends: Arc<[_]> = settings.backends.clone().into();
+        let upstreams = Upstreams {
+            table: settings.backends.clone().into(),
+            bind_source: settings.bind_source,
+        };
         let sink = ReportSink::open(
             settings.report.as_deref(),
             settings.verbose,
@@ -44,13 +86,20 @@ impl Proxy {
             Error::Runtime(format!("cannot open report file {path}: {}", describe(&e)))
         })?;
         let per_loop = per_loop_config(&settings.engine, settings.threads);
+        let pool = match executor {
+            Some(executor) => Some(
+                Pool::start(executor, settings.effects)
+                    .map_err(|e| Error::Runtime(format!("cannot start the effect workers: {e}")))?,
+            ),
+            None => None,
+        };
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
         for (index, l) in listeners.into_iter().enumerate() {
             let runtime =
                 |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
             let (rx, tx) = signals::trigger().map_err(runtime)?;
-            let engine = Engine::new(per_loop.clone())
+            let engine = build_engine(per_loop.clone(), make())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
             let recorder = match &settings.capture {
                 Some(path) => Some(start_capture(
@@ -66,9 +115,12 @@ impl Proxy {
                 Driver::new(
                     engine,
                     clock,
-                    l,
-                    rx,
-                    backends.clone(),
+                    Intake {
+                        listener: l,
+                        drain: rx,
+                    },
+                    upstreams.clone(),
+                    pool.as_ref(),
                     sink.clone(),
                     recorder,
                 )
@@ -80,6 +132,7 @@ impl Proxy {
             drivers,
             local_addr,
             stopper: Stopper { triggers },
+            pool,
         })
     }
 
@@ -92,30 +145,63 @@ impl Proxy {
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
+}
 
-    /// Runs every loop (the first on this thread) until all have drained.
+impl<I> Proxy<I>
+where
+    I: Interceptor + Send + 'static,
+    Engine<I>: Send,
+{
+    /// What the `fanout` binary does once bound: installs the SIGTERM/SIGINT handlers (first: a
+    /// caller may signal as soon as it reads the next line), prints `listening on ADDR` on stdout
+    /// and flushes it, then [`run`](Proxy::run)s until drained.
+    pub fn serve(self) -> Result<(), Error> {
+        let _signals = SignalGuard::install(&self.stopper())
+            .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {}", self.local_addr());
+        let _ = out.flush();
+        drop(out);
+        self.run()
+    }
+
+    /// Runs every loop (the first on this thread) until all have drained, then stops the effect
+    /// pool.
     pub fn run(self) -> Result<(), Error> {
-        let mut drivers = self.drivers.into_iter();
-        let first = drivers.next().expect("at least one loop");
-        let others: Vec<_> = drivers
-            .enumerate()
-            .map(|(i, d)| {
-                std::thread::Builder::new()
-                    .name(format!("fanout-loop-{}", i + 1))
-                    .spawn(move || d.run())
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::Runtime(format!("cannot start an event loop thread: {e}")))?;
-        let mut result = first.run().map_err(loop_failed);
-        for t in others {
-            let r = match t.join() {
-                Ok(r) => r.map_err(loop_failed),
-                Err(_) => Err(Error::Runtime("an event loop panicked".into())),
-            };
-            result = result.and(r);
+        let Proxy { drivers, pool, .. } = self;
+        let result = run_loops(drivers);
+        if let Some(pool) = pool {
+            pool.shutdown();
         }
         result
     }
+}
+
+fn run_loops<I>(drivers: Vec<Driver<I>>) -> Result<(), Error>
+where
+    I: Interceptor + Send + 'static,
+    Engine<I>: Send,
+{
+    let mut drivers = drivers.into_iter();
+    let first = drivers.next().expect("at least one loop");
+    let others: Vec<_> = drivers
+        .enumerate()
+        .map(|(i, d)| {
+            std::thread::Builder::new()
+                .name(format!("fanout-loop-{}", i + 1))
+                .spawn(move || d.run())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Runtime(format!("cannot start an event loop thread: {e}")))?;
+    let mut result = first.run().map_err(loop_failed);
+    for t in others {
+        let r = match t.join() {
+            Ok(r) => r.map_err(loop_failed),
+            Err(_) => Err(Error::Runtime("an event loop panicked".into())),
+        };
+        result = result.and(r);
+    }
+    result
 }
 
 /// Each loop runs its own engine, so the process-wide `--max-connections` is shared out

@@ -5,9 +5,10 @@ use fanout_engine::Failure;
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 
 /// A client or backend socket.
 #[derive(Debug)]
@@ -18,15 +19,17 @@ pub(crate) enum Stream {
 
 impl Stream {
     /// Starts a non-blocking connect. TCP sockets get `TCP_NODELAY`: the proxy forwards what it
-    /// reads at once and must not add Nagle's delay to small responses.
-    pub(crate) fn connect(target: &Target) -> io::Result<Stream> {
-        match target {
-            Target::Tcp(addr) => {
+    /// reads at once and must not add Nagle's delay to small responses. With `bind_source` a TCP
+    /// socket is bound to that address (any port) before it connects; unix sockets ignore it.
+    pub(crate) fn connect(target: &Target, bind_source: Option<IpAddr>) -> io::Result<Stream> {
+        match (target, bind_source) {
+            (Target::Tcp(addr), None) => {
                 let s = TcpStream::connect(*addr)?;
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
             }
-            Target::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
+            (Target::Tcp(addr), Some(source)) => connect_from(source, *addr).map(Stream::Tcp),
+            (Target::Unix(path), _) => UnixStream::connect(path).map(Stream::Unix),
         }
     }
 
@@ -113,6 +116,48 @@ impl Source for Stream {
     }
 }
 
+/// A non-blocking TCP connect from `source` (the kernel picks the port) to `to`.
+fn connect_from(source: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    no_port_at_bind(&socket);
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Linux: `IP_BIND_ADDRESS_NO_PORT`, so binding to port 0 does not reserve an ephemeral port
+/// until the connect picks one for the whole 4-tuple. Without it every source-bound connection
+/// holds a port of its own, and the source runs out of ports at ~28k backend connections, whatever
+/// the backends. Best effort: an older kernel simply reserves the port at bind.
+fn no_port_at_bind(socket: &Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid descriptor, and a pointer to an int with its exact length.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!("IP_BIND_ADDRESS_NO_PORT: {}", io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// Why a connect failed, as the engine classifies it.
 pub(crate) fn connect_failure(e: &io::Error) -> Failure {
     match e.raw_os_error() {
@@ -155,5 +200,19 @@ mod tests {
         assert_eq!(io_failure(&os(libc::ECONNRESET)), Failure::Reset);
         assert_eq!(io_failure(&os(libc::EPIPE)), Failure::Reset);
         assert_eq!(io_failure(&os(libc::EIO)), Failure::Other);
+    }
+
+    #[test]
+    fn a_source_bound_connect_comes_from_that_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = listener.local_addr().unwrap();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let s = Stream::connect(&Target::Tcp(to), Some(source)).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+        let Stream::Tcp(tcp) = s else {
+            panic!("a TCP target gave a unix socket")
+        };
+        assert!(tcp.nodelay().unwrap(), "TCP_NODELAY was lost");
     }
 }

@@ -1,5 +1,6 @@
 //! The capture tools that need no network: `fanout capture inspect FILE [--json]` and
-//! `fanout replay --engine FILE`.
+//! `fanout replay --engine FILE` (and `PROGRAM replay --engine FILE` for programs on
+//! [`crate::host`], which replay into their own interceptor: [`replay_engine_with`]).
 //!
 //! Both read every file of a capture (`FILE`, then `FILE.1`, `FILE.2`, ... while they exist) with
 //! the engine's [`Decoder`], one record at a time, so an error names the file and the byte offset
@@ -8,7 +9,7 @@
 use crate::error::{describe, Error};
 use fanout_engine::capture::script::{self, SessionScript};
 use fanout_engine::capture::{read_segments, segment_name, Decoder, Header, Record, Replayer};
-use fanout_engine::{Engine, Event, Peer};
+use fanout_engine::{Event, Interceptor, Passthrough, Peer};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Write};
@@ -76,16 +77,50 @@ fn walk(
 
 // ---- replay --engine --------------------------------------------------------------------
 
+/// The modes `fanout` itself records (relay, duplex, the em-proxy form); every other mode is a
+/// program on [`crate::host`], whose interceptor `fanout` does not have.
+const BUILT_IN_MODES: [&str; 3] = ["relay", "duplex", "fanout"];
+
 /// `fanout replay --engine FILE`: feeds every recorded input to a fresh engine built from the
 /// header's config and checks each recorded `Outputs` digest. Prints one line; an error names
 /// where the replay diverged.
 pub fn replay_engine(base: &Path, out: &mut impl Write) -> Result<(), Error> {
-    let mut replayer: Option<Replayer<_>> = None;
-    walk(base, |name, offset, header, record| {
+    replay(
+        base,
+        out,
+        |mode| BUILT_IN_MODES.contains(&mode),
+        || Passthrough,
+    )
+}
+
+/// `PROGRAM replay --engine FILE`: as [`replay_engine`], with an interceptor from `make` in the
+/// engine, for a capture recorded by the program named `program` (the header's mode).
+pub fn replay_engine_with<I: Interceptor>(
+    base: &Path,
+    out: &mut impl Write,
+    program: &str,
+    make: impl Fn() -> I,
+) -> Result<(), Error> {
+    replay(base, out, |mode| mode == program, make)
+}
+
+/// The replay itself. `ours` says whether a header's mode was recorded with this interceptor;
+/// it only words the error when a replay fails.
+fn replay<I: Interceptor>(
+    base: &Path,
+    out: &mut impl Write,
+    ours: impl Fn(&str) -> bool,
+    make: impl Fn() -> I,
+) -> Result<(), Error> {
+    let mut replayer: Option<Replayer<I>> = None;
+    let mut mode = String::new();
+    let walked = walk(base, |name, offset, header, record| {
         if replayer.is_none() {
-            let engine = Engine::new(header.config.clone()).map_err(|e| {
-                Error::Runtime(format!("{name}: the recorded config is refused: {e}"))
-            })?;
+            mode.clone_from(&header.mode);
+            let engine =
+                crate::proxy::build_engine(header.config.clone(), make()).map_err(|e| {
+                    Error::Runtime(format!("{name}: the recorded config is refused: {e}"))
+                })?;
             replayer = Some(Replayer::new(engine));
         }
         let r = replayer.as_mut().expect("set above");
@@ -94,7 +129,15 @@ pub fn replay_engine(base: &Path, out: &mut impl Write) -> Result<(), Error> {
                 "{name}: at byte {offset}: the replay diverged: {d}"
             ))
         })
-    })?;
+    });
+    let other_program = |e: Error| match e {
+        Error::Runtime(m) if !mode.is_empty() && !ours(&mode) => Error::Runtime(format!(
+            "{m}\n(the capture was recorded by `{mode}`, which runs another interceptor: \
+             replay it with `{mode} replay --engine FILE`)"
+        )),
+        e => e,
+    };
+    walked.map_err(other_program)?;
     let Some(r) = replayer else {
         return Err(Error::Runtime(format!(
             "{}: the capture holds no records: nothing to replay",

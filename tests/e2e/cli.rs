@@ -170,6 +170,22 @@ fn ipv6_loopback_backend_works() {
     assert_eq!(b.accepted(), 1);
 }
 
+#[test]
+fn bind_source_makes_backend_connects_come_from_that_address() {
+    // The backend answers with the address the connection came from.
+    let b = Backend::spawn(|mut s: TcpStream, _: &Stop| {
+        let peer = s.peer_addr().unwrap().ip().to_string();
+        backend::read_request(&mut s);
+        if s.write_all(peer.as_bytes()).is_ok() {
+            backend::finish(s);
+        }
+    });
+    let proxy = Fanout::relay(b.addr(), &["--bind-source", "127.0.0.2"]);
+    assert_eq!(client::request(proxy.addr(), b"who am i?"), b"127.0.0.2");
+    let plain = Fanout::relay(b.addr(), &[]);
+    assert_eq!(client::request(plain.addr(), b"and now?"), b"127.0.0.1");
+}
+
 /// Echo backends on both 127.0.0.1:P and [::1]:P, so `localhost:P` works whichever address the
 /// name resolves to first.
 fn dual_stack_echo() -> (u16, Backend, Backend) {

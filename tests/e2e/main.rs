@@ -7,7 +7,9 @@
 //! Run: `cargo test -p fanout-io --test e2e` (the dev profile is quick enough; the whole suite
 //! takes seconds). To run it against another build, e.g. a release binary, set `FANOUT_BIN`:
 //! `FANOUT_BIN=$PWD/target/release/fanout cargo test -p fanout-io --test e2e` (an absolute path:
-//! cargo runs the tests from `io/`).
+//! cargo runs the tests from `io/`). Tests of example programs (`host`) run
+//! `cargo build --example NAME` once first, a no-op when the example is current
+//! (`support/example.rs`); `FANOUT_EXAMPLES=DIR` runs prebuilt ones instead.
 //!
 //! Needs on PATH: `curl`, `python3` (quick start) and `prlimit` from util-linux (descriptor
 //! exhaustion). Every socket has timeouts and every wait a deadline: a broken proxy fails a test
@@ -21,6 +23,7 @@ mod cli;
 mod cross_driver;
 mod failures;
 mod half_close;
+mod host;
 mod leaks;
 mod quickstart;
 mod report;

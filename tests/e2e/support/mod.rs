@@ -1,4 +1,4 @@
-//! The harness: the `fanout` process, backends as threads of this test process, clients, a
+//! The harness: the `fanout` process (and example programs), backends as threads of this test process, clients, a
 //! verifiable byte stream, and the duplex report.
 //!
 //! Every socket this harness opens has read and write timeouts, and every wait has a deadline, so
@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod example;
 pub mod pattern;
 pub mod proxy;
 pub mod report;
