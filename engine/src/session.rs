@@ -679,8 +679,14 @@ impl Core {
             received: 0,
             outcome: None,
             digest: Digest::default(),
-            comparison: (how.role == Role::Secondary).then(Comparison::default),
+            // A secondary opened after the primary began answering cannot be compared from
+            // the start: it is reported without a verdict.
+            comparison: (how.role == Role::Secondary && self.primary_received() == 0)
+                .then(Comparison::default),
         };
+        if how.role == Role::Secondary {
+            self.analyse = true;
+        }
         ctx.out.push_back(Command::Connect {
             sock: SockId::backend(self.conn, id),
             upstream,
@@ -695,6 +701,11 @@ impl Core {
         }
         self.legs.push(leg);
         Ok(id)
+    }
+
+    fn primary_received(&self) -> u64 {
+        self.primary
+            .map_or(0, |p| self.legs[usize::from(p.0)].received)
     }
 
     fn primary_over_or_none(&self) -> bool {

@@ -191,6 +191,24 @@ pub struct Common {
     /// After SIGTERM/SIGINT, how long open sessions may take to finish [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Interceptors: backends one session may open [default: 16, or secondaries + 1].
+    #[arg(long, value_name = "N")]
+    pub max_backends: Option<u16>,
+    /// Interceptors: bytes one session may hold (on hold, or waiting behind an effect)
+    /// [default: 1MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_held: Option<u64>,
+    /// Interceptors: effects one session may have pending [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_effects: Option<u32>,
+    /// Interceptors: how long an effect may take before its hook hears it timed out
+    /// [default: 5s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub effect_timeout: Option<Duration>,
+    /// Interceptors: the longest message (a line, a request head, a frame) a framer buffers
+    /// [default: 64KiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub max_frame: Option<u64>,
     /// Event loops (each with its own SO_REUSEPORT listener) [default: 1].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -514,6 +532,21 @@ fn finish(
     set(
         &mut cfg.secondary_budget,
         size(cm.secondary_budget, &f.secondary_budget, "secondary-budget")?,
+    );
+    cfg.max_backends = cfg.max_backends.max(secondaries.saturating_add(1));
+    set(&mut cfg.max_backends, cm.max_backends.or(f.max_backends));
+    set(
+        &mut cfg.max_held,
+        size(cm.max_held, &f.max_held, "max-held")?,
+    );
+    set(&mut cfg.max_effects, cm.max_effects.or(f.max_effects));
+    set(
+        &mut cfg.effect_timeout,
+        duration(cm.effect_timeout, &f.effect_timeout, "effect-timeout")?,
+    );
+    set(
+        &mut cfg.max_frame,
+        size(cm.max_frame, &f.max_frame, "max-frame")?,
     );
     let threads = cm.threads.or(f.threads).unwrap_or(1);
     if threads == 0 {

@@ -21,6 +21,7 @@ mod backpressure;
 mod captures;
 mod cli;
 mod cross_driver;
+mod examples;
 mod failures;
 mod half_close;
 mod host;

@@ -29,6 +29,9 @@ pub struct Dialogue {
     owed: VecDeque<Owed>,
     /// Inside a reply of several lines (`250-...`).
     mid_reply: bool,
+    /// The server said `354` to a `DATA` the client sent: client lines are the message until
+    /// the line `.`.
+    pub in_body: bool,
 }
 
 impl Dialogue {
@@ -39,6 +42,7 @@ impl Dialogue {
             server: LineFramer::new(max_line),
             owed: VecDeque::from([Owed::Server]),
             mid_reply: false,
+            in_body: false,
         }
     }
 
@@ -48,9 +52,21 @@ impl Dialogue {
         self.owed.push_back(Owed::Server);
     }
 
+    /// A client line of the message (after the server's `354`): forwarded; the line `.` ends
+    /// the message and its reply is owed.
+    pub fn body_line(&mut self, conn: &mut Conn<'_>, line: Bytes) {
+        let end = is_end_of_message(&line);
+        conn.forward(line);
+        if end {
+            self.in_body = false;
+            self.owed.push_back(Owed::Server);
+        }
+    }
+
     /// Owe the client `reply` from the proxy itself, in order.
     pub fn answer(&mut self, conn: &mut Conn<'_>, reply: &'static str) {
-        self.owed.push_back(Owed::Local(Bytes::from_static(reply.as_bytes())));
+        self.owed
+            .push_back(Owed::Local(Bytes::from_static(reply.as_bytes())));
         self.flush_local(conn);
     }
 
@@ -85,10 +101,18 @@ impl Dialogue {
                     }
                 }
                 // Server, a refused DATA, or a reply nobody asked for (passed on, as a relay would).
-                _ => conn.answer(line),
+                front => {
+                    if matches!(front, Some(Owed::Server)) && line.starts_with(b"354") {
+                        self.in_body = true;
+                    }
+                    conn.answer(line)
+                }
             }
             if last {
-                if matches!(self.owed.front(), Some(Owed::Server | Owed::DataAccepted { .. })) {
+                if matches!(
+                    self.owed.front(),
+                    Some(Owed::Server | Owed::DataAccepted { .. })
+                ) {
                     self.owed.pop_front();
                 }
                 self.flush_local(conn);
@@ -125,4 +149,9 @@ pub fn address(line: &[u8]) -> Option<String> {
     let open = text.find('<')?;
     let close = text[open..].find('>')? + open;
     Some(text[open + 1..close].trim().to_ascii_lowercase())
+}
+
+/// The line `.` that ends a message.
+pub fn is_end_of_message(line: &[u8]) -> bool {
+    line == b".\r\n" || line == b".\n"
 }

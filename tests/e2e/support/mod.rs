@@ -10,6 +10,7 @@ pub mod example;
 pub mod pattern;
 pub mod proxy;
 pub mod report;
+pub mod smtp;
 
 use std::time::{Duration, Instant};
 
