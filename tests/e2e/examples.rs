@@ -395,3 +395,44 @@ fn http_router_refuses_an_overlong_head_with_431() {
     assert!(got.starts_with("HTTP/1.1 431 "), "{got}");
     assert_eq!(a.accepted(), 0);
 }
+
+// Effect results are engine inputs: a capture of the spam filter replays into its own engine
+// without the executor, reproducing every output.
+#[test]
+fn a_spam_filter_capture_replays_without_the_executor() {
+    let sink = Sink::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("smtp.fcap");
+    let file = file.to_str().unwrap();
+    let mut proxy = spam_filter(&sink, &["--capture", file]);
+    let (ok, out) = smtplib(
+        proxy.addr().port(),
+        "s.sendmail('a@b.c', ['x@y.z'], 'fine')\n\
+         try:\n    s.sendmail('a@b.c', ['x@y.z'], 'viagra')\nexcept smtplib.SMTPDataError:\n    pass\ns.quit()",
+    );
+    assert!(ok, "{out}");
+    proxy.signal(libc::SIGTERM);
+    assert!(proxy.wait_exit(LIVENESS).success(), "{}", proxy.stderr());
+    let inspect = crate::support::proxy::run_to_exit(
+        &args(["capture", "inspect", file]),
+        LIVENESS,
+    );
+    assert!(inspect.status.success(), "{}", inspect.stderr);
+    assert!(
+        inspect.stdout.contains("effect-done"),
+        "the capture holds the effect results:\n{}",
+        inspect.stdout
+    );
+    // A different word list would judge differently; the replay must not consult it.
+    let out = Command::new(example::path("smtp_spam_filter"))
+        .args(["replay", "--engine", file, "--spam-word", "fine"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("reproduced "));
+}
