@@ -998,35 +998,42 @@ impl Core {
     /// or a backend that is not a secondary) holds more than the high-water mark.
     fn apply_flow(&mut self, ctx: &mut Ctx) {
         let conn = self.conn;
-        // Route bit i+1 is leg i; bit 0 the client.
-        let mut backlog = [0u64; 64];
-        backlog[0] = self.client.backlog();
-        for leg in &self.legs {
-            let pacing = leg.role != Role::Secondary;
-            #[cfg(feature = "sim-mutants")]
-            let pacing = pacing || ctx.mutant(crate::mutants::Mutant::SecondaryBackpressuresClient);
-            if let Some(slot) = backlog.get_mut(1 + usize::from(leg.id.0)) {
-                *slot = if pacing { leg.side.backlog() } else { 0 };
-            }
-        }
-        let worst = |feeds: u64| {
-            let mut w = 0;
-            let mut bits = feeds;
-            while bits != 0 {
-                let i = bits.trailing_zeros() as usize;
-                w = w.max(backlog[i]);
-                bits &= bits - 1;
-            }
-            w
-        };
-        let target = worst(self.client.feeds);
+        let target = self.worst_backlog(self.client.feeds, ctx);
         self.client
             .apply_flow(SockId::client(conn), target, ctx.cfg, ctx.out);
-        for leg in &mut self.legs {
-            let target = worst(leg.side.feeds);
+        for i in 0..self.legs.len() {
+            let target = self.worst_backlog(self.legs[i].side.feeds, ctx);
+            let leg = &mut self.legs[i];
             leg.side
                 .apply_flow(SockId::backend(conn, leg.id), target, ctx.cfg, ctx.out);
         }
+    }
+
+    /// The largest backlog among the pacing destinations in the route set `feeds` (bit 0 the
+    /// client, bit 1 + n backend n).
+    fn worst_backlog(&self, feeds: u64, ctx: &Ctx) -> u64 {
+        let mut worst = 0;
+        let mut bits = feeds;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let backlog = match i {
+                0 => self.client.backlog(),
+                n => match self.legs.get(n - 1) {
+                    Some(leg) if leg.role != Role::Secondary => leg.side.backlog(),
+                    #[cfg(feature = "sim-mutants")]
+                    Some(leg)
+                        if ctx.mutant(crate::mutants::Mutant::SecondaryBackpressuresClient) =>
+                    {
+                        leg.side.backlog()
+                    }
+                    _ => 0,
+                },
+            };
+            worst = worst.max(backlog);
+        }
+        let _ = ctx;
+        worst
     }
 
     fn report(&self) -> SessionReport {

@@ -143,7 +143,7 @@ proptest! {
         resp_cuts in prop::collection::vec(any::<usize>(), 0..8),
     ) {
         let response = response.into_bytes();
-        let whole = run(&[request.clone()], &[response.clone()]);
+        let whole = run(std::slice::from_ref(&request), std::slice::from_ref(&response));
         let pieces = run(&split(&request, &req_cuts), &split(&response, &resp_cuts));
         prop_assert_eq!(&pieces, &whole);
         // And the outcome is what the protocol says: the backend got the forwarded lines.

@@ -413,10 +413,7 @@ fn a_spam_filter_capture_replays_without_the_executor() {
     assert!(ok, "{out}");
     proxy.signal(libc::SIGTERM);
     assert!(proxy.wait_exit(LIVENESS).success(), "{}", proxy.stderr());
-    let inspect = crate::support::proxy::run_to_exit(
-        &args(["capture", "inspect", file]),
-        LIVENESS,
-    );
+    let inspect = crate::support::proxy::run_to_exit(&args(["capture", "inspect", file]), LIVENESS);
     assert!(inspect.status.success(), "{}", inspect.stderr);
     assert!(
         inspect.stdout.contains("effect-done"),
