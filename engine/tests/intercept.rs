@@ -80,6 +80,29 @@ impl Interceptor for Script {
     }
 }
 
+/// A harness whose interceptor runs `f` on every hook (opening nothing unless `f` does).
+fn hooks(mut f: impl FnMut(&Ev, &mut Conn<'_>) + 'static) -> Harness<Script> {
+    Harness::with(
+        cfg(),
+        script(move |ev, c| {
+            f(ev, c);
+            Finish::Default
+        }),
+    )
+}
+
+/// A harness whose interceptor opens upstream 0 as the primary at connect and runs `f` on every
+/// hook after.
+fn primary_then(mut f: impl FnMut(&Ev, &mut Conn<'_>) + 'static) -> Harness<Script> {
+    hooks(move |ev, c| {
+        if *ev == Ev::Connect {
+            c.open(UP0, Open::primary()).unwrap();
+        } else {
+            f(ev, c);
+        }
+    })
+}
+
 fn cfg() -> Config {
     Config {
         reports: true,
@@ -111,29 +134,20 @@ fn log(h: &Harness<Script>) -> &[Ev] {
 
 #[test]
 fn on_data_rewrites_answers_drops_and_closes() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::Data(d) => match &d[..] {
-                    b"ping" => c.answer(bytes(b"pong")),
-                    b"secret" => {}
-                    b"bye" => c.close(),
-                    _ => c.forward(Bytes::from(d.to_ascii_uppercase())),
-                },
-                Ev::Response(_, d) => {
-                    c.answer(bytes(b"["));
-                    c.answer(d.clone());
-                    c.answer(bytes(b"]"));
-                }
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::Data(d) => match &d[..] {
+            b"ping" => c.answer(bytes(b"pong")),
+            b"secret" => {}
+            b"bye" => c.close(),
+            _ => c.forward(Bytes::from(d.to_ascii_uppercase())),
+        },
+        Ev::Response(_, d) => {
+            c.answer(bytes(b"["));
+            c.answer(d.clone());
+            c.answer(bytes(b"]"));
+        }
+        _ => {}
+    });
     h.open(1);
     h.read(client(1), b"hello");
     h.read(client(1), b"ping");
@@ -153,23 +167,17 @@ fn on_data_rewrites_answers_drops_and_closes() {
 #[test]
 fn a_backend_opened_mid_session_gets_the_bytes_that_chose_it() {
     // em-proxy's http_proxy: the first request says where it goes.
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Data(d) => {
-                    if c.primary().is_none() {
-                        let up = if d.starts_with(b"GET /b") { UP1 } else { UP0 };
-                        c.open(up, Open::primary()).unwrap();
-                    }
-                    c.forward(d.clone());
-                }
-                Ev::Response(_, d) => c.answer(d.clone()),
-                _ => {}
+    let mut h = hooks(|ev, c| match ev {
+        Ev::Data(d) => {
+            if c.primary().is_none() {
+                let up = if d.starts_with(b"GET /b") { UP1 } else { UP0 };
+                c.open(up, Open::primary()).unwrap();
             }
-            Finish::Default
-        }),
-    );
+            c.forward(d.clone());
+        }
+        Ev::Response(_, d) => c.answer(d.clone()),
+        _ => {}
+    });
     let cmds = h.accept(1);
     assert!(connects(&cmds).is_empty(), "nothing opened before a byte");
     let cmds = h.read(client(1), b"GET /b HTTP/1.1\r\n");
@@ -185,24 +193,18 @@ fn a_backend_opened_mid_session_gets_the_bytes_that_chose_it() {
 fn send_reaches_only_the_named_backend_and_only_the_primary_is_heard() {
     // em-proxy's selective_forward and duplex: a rewrite goes to prod only; test answers are
     // seen by on_response but never reach the client.
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                    c.open(UP1, Open::secondary()).unwrap();
-                }
-                Ev::Data(d) => {
-                    let ua = String::from_utf8_lossy(d).replace("curl", "fanout");
-                    c.send(B0, Bytes::from(ua));
-                }
-                Ev::Response(b, d) if *b == B0 => c.answer(d.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = hooks(|ev, c| match ev {
+        Ev::Connect => {
+            c.open(UP0, Open::primary()).unwrap();
+            c.open(UP1, Open::secondary()).unwrap();
+        }
+        Ev::Data(d) => {
+            let ua = String::from_utf8_lossy(d).replace("curl", "fanout");
+            c.send(B0, Bytes::from(ua));
+        }
+        Ev::Response(b, d) if *b == B0 => c.answer(d.clone()),
+        _ => {}
+    });
     h.open(1);
     h.read(client(1), b"User-Agent: curl\r\n");
     assert_eq!(h.sent(backend(1, B0)), b"User-Agent: fanout\r\n");
@@ -215,25 +217,16 @@ fn send_reaches_only_the_named_backend_and_only_the_primary_is_heard() {
 
 #[test]
 fn a_connect_failure_is_told_with_its_reason_and_unsent_bytes_can_go_elsewhere() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::ConnectFailed(_, _) => {
-                    let next = c.open(UP1, Open::primary()).unwrap();
-                    for b in c.unsent() {
-                        c.send(next, b);
-                    }
-                }
-                Ev::Data(d) => c.forward(d.clone()),
-                _ => {}
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::ConnectFailed(_, _) => {
+            let next = c.open(UP1, Open::primary()).unwrap();
+            for b in c.unsent() {
+                c.send(next, b);
             }
-            Finish::Default
-        }),
-    );
+        }
+        Ev::Data(d) => c.forward(d.clone()),
+        _ => {}
+    });
     h.accept(1);
     h.read(client(1), b"request");
     let cmds = h.handle(fanout_engine::Event::ConnectFailed {
@@ -399,20 +392,14 @@ fn rerouted_bytes_pace_their_source() {
 fn output_after_an_effect_waits_in_order_behind_it() {
     // A pipelining client: "slow" needs an effect, "fast" is answered at once; the answers
     // must come back in request order.
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Data(d) if &d[..] == b"slow" => {
-                    c.effect(EffectRequest::new("lookup", d.clone())).unwrap();
-                }
-                Ev::Data(d) => c.answer(Bytes::from([&d[..], b"!"].concat())),
-                Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = hooks(|ev, c| match ev {
+        Ev::Data(d) if &d[..] == b"slow" => {
+            c.effect(EffectRequest::new("lookup", d.clone())).unwrap();
+        }
+        Ev::Data(d) => c.answer(Bytes::from([&d[..], b"!"].concat())),
+        Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
+        _ => {}
+    });
     h.accept(1);
     h.read(client(1), b"first");
     h.read(client(1), b"slow");
@@ -427,19 +414,13 @@ fn output_after_an_effect_waits_in_order_behind_it() {
 
 #[test]
 fn effects_completing_out_of_order_still_answer_in_request_order() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Data(d) => {
-                    c.effect(EffectRequest::new("echo", d.clone())).unwrap();
-                }
-                Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = hooks(|ev, c| match ev {
+        Ev::Data(d) => {
+            c.effect(EffectRequest::new("echo", d.clone())).unwrap();
+        }
+        Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
+        _ => {}
+    });
     h.accept(1);
     h.read(client(1), b"a");
     h.read(client(1), b"b");
@@ -452,20 +433,14 @@ fn effects_completing_out_of_order_still_answer_in_request_order() {
 
 #[test]
 fn an_effect_times_out_and_a_late_result_is_ignored() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Data(d) => {
-                    c.effect(EffectRequest::new("slow", d.clone())).unwrap();
-                }
-                Ev::Effect(_, Err(EffectError::TimedOut)) => c.answer(bytes(b"timeout")),
-                Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = hooks(|ev, c| match ev {
+        Ev::Data(d) => {
+            c.effect(EffectRequest::new("slow", d.clone())).unwrap();
+        }
+        Ev::Effect(_, Err(EffectError::TimedOut)) => c.answer(bytes(b"timeout")),
+        Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
+        _ => {}
+    });
     h.accept(1);
     h.read(client(1), b"x");
     let id = h.effects[0].1;
@@ -486,27 +461,18 @@ fn an_effect_times_out_and_a_late_result_is_ignored() {
 fn no_fin_leaves_while_an_effect_is_pending() {
     // SMTP spam filter: the message is held, the client sends EOF, the verdict arrives after;
     // the backend must get the message before its FIN.
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::Data(d) => {
-                    c.hold(d.clone());
-                    c.effect(EffectRequest::new("verdict", d.clone())).unwrap();
-                }
-                Ev::Effect(_, Ok(r)) if &r[..] == b"ham" => {
-                    for b in c.take_held() {
-                        c.forward(b);
-                    }
-                }
-                _ => {}
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::Data(d) => {
+            c.hold(d.clone());
+            c.effect(EffectRequest::new("verdict", d.clone())).unwrap();
+        }
+        Ev::Effect(_, Ok(r)) if &r[..] == b"ham" => {
+            for b in c.take_held() {
+                c.forward(b);
             }
-            Finish::Default
-        }),
-    );
+        }
+        _ => {}
+    });
     h.open(1);
     h.read(client(1), b"message");
     h.eof(client(1));
@@ -546,20 +512,11 @@ fn bypass_routes_skip_the_hooks() {
 
 #[test]
 fn a_panicking_hook_ends_its_own_session_only() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::Data(d) if &d[..] == b"boom" => panic!("hook exploded"),
-                Ev::Data(d) => c.forward(d.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::Data(d) if &d[..] == b"boom" => panic!("hook exploded"),
+        Ev::Data(d) => c.forward(d.clone()),
+        _ => {}
+    });
     h.open(1);
     h.open(2);
     h.read(client(1), b"boom");
@@ -629,19 +586,11 @@ fn misuses_end_the_session_with_their_reason() {
 
 #[test]
 fn writing_to_the_client_after_its_fin_is_a_misuse_not_a_write_after_shutdown() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::Data(_) => c.answer(bytes(b"late")),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = primary_then(|ev, c| {
+        if let Ev::Data(_) = ev {
+            c.answer(bytes(b"late"))
+        }
+    });
     h.open(1);
     h.eof(backend(1, P));
     h.flush_all();
@@ -657,20 +606,11 @@ fn writing_to_the_client_after_its_fin_is_a_misuse_not_a_write_after_shutdown() 
 
 #[test]
 fn hooks_are_called_in_contract_order() {
-    let mut h = Harness::with(
-        cfg(),
-        script(|ev, c| {
-            match ev {
-                Ev::Connect => {
-                    c.open(UP0, Open::primary()).unwrap();
-                }
-                Ev::Data(d) => c.forward(d.clone()),
-                Ev::Response(_, d) => c.answer(d.clone()),
-                _ => {}
-            }
-            Finish::Default
-        }),
-    );
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::Data(d) => c.forward(d.clone()),
+        Ev::Response(_, d) => c.answer(d.clone()),
+        _ => {}
+    });
     h.accept(1);
     h.connected(backend(1, P));
     h.exchange(1, b"q", b"a");

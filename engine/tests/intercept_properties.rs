@@ -70,22 +70,6 @@ impl Interceptor for Lines {
     }
 }
 
-/// Cuts `data` at the given points.
-fn split(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut parts = Vec::new();
-    let mut last = 0;
-    for c in cuts.into_iter().chain([data.len()]) {
-        if c > last {
-            parts.push(data[last..c].to_vec());
-            last = c;
-        }
-    }
-    parts
-}
-
 /// Runs one session with the streams in the given pieces; effects are answered (in reverse
 /// order of request) after every client read, the answer a function of the request.
 fn run(request: &[Vec<u8>], response: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>, String) {

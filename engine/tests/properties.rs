@@ -8,22 +8,6 @@ use proptest::prelude::*;
 use std::time::Duration;
 use support::*;
 
-/// Cuts `data` at the given points.
-fn split(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut parts = Vec::new();
-    let mut last = 0;
-    for c in cuts.into_iter().chain([data.len()]) {
-        if c > last {
-            parts.push(data[last..c].to_vec());
-            last = c;
-        }
-    }
-    parts
-}
-
 /// Runs one duplex session moving `request` and `response` in the given pieces.
 fn run_split(request: &[Vec<u8>], response: &[Vec<u8>]) -> (Vec<u8>, Vec<Vec<u8>>, String) {
     let mut h = Harness::new(duplex(2));

@@ -330,3 +330,19 @@ pub fn duplex(secondaries: u16) -> Config {
         ..Config::default()
     }
 }
+
+/// Cuts `data` at the given points (each taken modulo its length + 1), for split-invariance properties.
+pub fn split(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut parts = Vec::new();
+    let mut last = 0;
+    for c in cuts.into_iter().chain([data.len()]) {
+        if c > last {
+            parts.push(data[last..c].to_vec());
+            last = c;
+        }
+    }
+    parts
+}
