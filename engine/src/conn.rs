@@ -1,10 +1,11 @@
 //! [`Conn`]: a session as an interceptor's hook sees it, and the only way a hook acts.
 
 use crate::config::Config;
+use crate::core::Core;
 use crate::effect::{EffectId, EffectRequest};
 use crate::ids::{BackendId, ConnId, Peer, UpstreamId};
 use crate::intercept::{Misuse, Open, Role};
-use crate::session::{Core, Ctx};
+use crate::session::Ctx;
 use crate::time::Instant;
 use bytes::Bytes;
 

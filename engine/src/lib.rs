@@ -68,6 +68,7 @@ mod command;
 mod compare;
 mod config;
 mod conn;
+mod core;
 pub mod effect;
 mod engine;
 mod event;
@@ -75,6 +76,7 @@ pub mod framing;
 mod gate;
 mod ids;
 pub mod intercept;
+mod leg;
 #[cfg(feature = "sim-mutants")]
 pub mod mutants;
 mod report;

@@ -28,8 +28,8 @@ impl Interceptor for Lines {
     fn on_connect(&mut self, conn: &mut Conn<'_>) -> State {
         conn.open(UpstreamId(0), Open::primary()).unwrap();
         State {
-            client: LineFramer::new(64),
-            server: LineFramer::new(64),
+            client: LineFramer::new(4096),
+            server: LineFramer::new(4096),
         }
     }
 
