@@ -147,6 +147,10 @@ impl Core {
         if how.role == Role::Secondary {
             self.analyse = true;
         }
+        if self.client.eof {
+            // The client will send nothing more: this backend gets its FIN after what it is sent.
+            leg.side.want_fin();
+        }
         ctx.out.push_back(Command::Connect {
             sock: SockId::backend(self.conn, id),
             upstream,
@@ -417,16 +421,18 @@ impl Core {
         if fin_ok {
             self.client.try_fin(SockId::client(conn), ctx.out);
             if self.client.fin == Fin::Sent && self.close_client_after_fin {
-                self.client.close(SockId::client(conn), false, ctx.out);
-            }
-            for leg in &mut self.legs {
-                leg.side.try_fin(leg.sock(conn), ctx.out);
+                self.client
+                    .close(SockId::client(conn), false, ctx.out);
             }
         }
         if self.client.is_done() {
-            self.client.close(SockId::client(conn), false, ctx.out);
+            self.client
+                .close(SockId::client(conn), false, ctx.out);
         }
         for leg in &mut self.legs {
+            if fin_ok {
+                leg.side.try_fin(leg.sock(conn), ctx.out);
+            }
             if leg.side.is_done() {
                 leg.end(conn, Outcome::Ok, false, ctx);
             }

@@ -628,3 +628,20 @@ fn hooks_are_called_in_contract_order() {
     );
     h.assert_quiescent();
 }
+
+#[test]
+fn a_backend_opened_after_the_clients_eof_gets_its_fin_after_its_bytes() {
+    let mut h = hooks(|ev, c| {
+        if *ev == Ev::ClientEof {
+            let b = c.open(UP0, Open::primary()).unwrap();
+            c.send(b, bytes(b"late request"));
+        }
+    });
+    h.accept(1);
+    h.eof(client(1));
+    h.connected(backend(1, B0));
+    assert_eq!(h.sent(backend(1, B0)), b"late request");
+    assert!(!h.is_shut(backend(1, B0)), "the FIN waits for the bytes to flush");
+    h.flush_all();
+    assert!(h.is_shut(backend(1, B0)));
+}
