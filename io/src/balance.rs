@@ -114,6 +114,15 @@ impl BalanceConfig {
     }
 }
 
+/// The generator's first state for `seed`: splitmix64's finaliser, a bijection, so distinct seeds
+/// start distinct sequences (`seed | 1` made 42 and 43 the same); xorshift must not start at zero.
+fn xorshift_state(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
 /// A duration as one word that `parse_duration` reads back exactly: `5s`, `250ms`, `10ns`.
 fn compact_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -146,11 +155,13 @@ pub struct Balance {
     names: Vec<String>,
 }
 
-/// What one session remembers: the upstream it uses and those it already tried.
+/// What one session remembers: the upstream it uses, those it already tried, and whether the
+/// client sent its EOF (a backend opened after it must get its FIN from us).
 #[derive(Debug, Default)]
 pub struct Choice {
     current: Option<UpstreamId>,
     tried: Vec<UpstreamId>,
+    client_eof: bool,
 }
 
 impl Balance {
@@ -160,8 +171,7 @@ impl Balance {
             strategy,
             upstreams: vec![Upstream::default(); usize::from(upstreams)],
             cursor: 0,
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            rng: xorshift_state(seed),
             retry_after,
             names: Vec::new(),
         }
@@ -301,6 +311,10 @@ impl Interceptor for Balance {
                 for data in unsent {
                     conn.send(next, data);
                 }
+                // The engine FINs the backends open at the client's EOF; this one came after.
+                if st.client_eof {
+                    conn.shutdown(next);
+                }
             }
             // The engine closes a client whose primary failed when no other is opened.
             None => tracing::warn!(
@@ -308,6 +322,10 @@ impl Interceptor for Balance {
                 conn.client_addr()
             ),
         }
+    }
+
+    fn on_client_eof(&mut self, st: &mut Choice, _conn: &mut Conn<'_>) {
+        st.client_eof = true;
     }
 
     fn on_end(&mut self, st: Choice, _report: &SessionReport) {
@@ -366,6 +384,8 @@ mod tests {
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));
+        assert_ne!(picks(42), picks(43), "seeds one bit apart");
+        assert_ne!(picks(0), picks(1));
         let seen = picks(7);
         for i in 0..3 {
             assert!(seen.contains(&i), "backend {i} never picked: {seen:?}");
