@@ -5,6 +5,10 @@
 //!
 //! Each event loop runs its own balancer (`--threads N`): counts and the round-robin cursor are
 //! per loop, which is what keeps them free of locks.
+//!
+//! [`BalanceConfig`] is what `fanout balance` was asked for; its [`mode`](BalanceConfig::mode)
+//! is recorded as a capture's mode, from which `fanout replay --engine` rebuilds the same
+//! balancer ([`BalanceConfig::from_mode`]).
 
 use fanout_engine::{
     BackendId, Conn, Failure, Instant, Interceptor, Open, SessionReport, UpstreamId,
@@ -32,6 +36,104 @@ impl Strategy {
     }
 }
 
+/// `fanout balance`'s own flags, beside `--listen`, `--to` and the common ones; all optional
+/// here so the config file can supply them (`strategy`, `retry-after`, `seed`).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct BalanceFlags {
+    /// How the next upstream is chosen [default: round-robin].
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub strategy: Option<Strategy>,
+    /// How long an upstream whose connect failed stays out of rotation before it is tried
+    /// again [default: 5s].
+    #[arg(long, value_name = "DUR", value_parser = crate::units::parse_duration)]
+    pub retry_after: Option<Duration>,
+    /// Seed of the random strategy [default: drawn from the OS at start; a capture records the
+    /// one used].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+/// `fanout balance`'s settings, resolved: the strategy, the seed actually used (drawn from the
+/// OS when none was given) and how long a failed upstream stays out of rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceConfig {
+    pub strategy: Strategy,
+    pub seed: u64,
+    pub retry_after: Duration,
+}
+
+impl BalanceConfig {
+    /// The default `--strategy`.
+    pub const STRATEGY: Strategy = Strategy::RoundRobin;
+    /// The default `--retry-after`.
+    pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+    /// The capture mode that names these settings, as flags `fanout balance` takes:
+    /// `balance --strategy random --seed 123 --retry-after 5s`.
+    pub fn mode(&self) -> String {
+        format!(
+            "balance --strategy {} --seed {} --retry-after {}",
+            self.strategy.as_str(),
+            self.seed,
+            compact_duration(self.retry_after)
+        )
+    }
+
+    /// The settings a capture's `mode` names, read with `fanout balance`'s own flag
+    /// definitions ([`BalanceFlags`]): `None` when the mode is not `balance ...`, an error when
+    /// it is but does not name all three settings.
+    pub fn from_mode(mode: &str) -> Option<Result<BalanceConfig, String>> {
+        use clap::{Args, FromArgMatches};
+        if mode.split_whitespace().next() != Some("balance") {
+            return None;
+        }
+        let parse = || -> Result<BalanceConfig, String> {
+            let first_line = |e: clap::Error| {
+                let text = e.to_string();
+                text.lines().next().unwrap_or_default().to_string()
+            };
+            let matches = BalanceFlags::augment_args(clap::Command::new("balance"))
+                .try_get_matches_from(mode.split_whitespace())
+                .map_err(first_line)?;
+            let f = BalanceFlags::from_arg_matches(&matches).map_err(first_line)?;
+            Ok(BalanceConfig {
+                strategy: f.strategy.ok_or("no --strategy")?,
+                seed: f.seed.ok_or("no --seed")?,
+                retry_after: f.retry_after.ok_or("no --retry-after")?,
+            })
+        };
+        Some(parse().map_err(|e| {
+            format!("the capture's mode {mode:?} is not one fanout balance records: {e}")
+        }))
+    }
+
+    /// A balancer with these settings over the upstream table `names` (one per event loop).
+    pub fn balancer(&self, names: &[String]) -> Balance {
+        let count = u16::try_from(names.len()).unwrap_or(u16::MAX);
+        Balance::new(self.strategy, count, self.seed, self.retry_after).named(names)
+    }
+}
+
+/// The generator's first state for `seed`: splitmix64's finaliser, a bijection, so distinct seeds
+/// start distinct sequences (`seed | 1` made 42 and 43 the same); xorshift must not start at zero.
+fn xorshift_state(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
+/// A duration as one word that `parse_duration` reads back exactly: `5s`, `250ms`, `10ns`.
+fn compact_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_millis() * 1_000_000 == d.subsec_nanos() {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}ns", d.as_nanos())
+    }
+}
+
 /// One upstream as the balancer sees it.
 #[derive(Clone, Debug, Default)]
 struct Upstream {
@@ -49,13 +151,17 @@ pub struct Balance {
     cursor: usize,
     rng: u64,
     retry_after: Duration,
+    /// Upstream addresses for the logs (by `UpstreamId`); may be empty.
+    names: Vec<String>,
 }
 
-/// What one session remembers: the upstream it uses and those it already tried.
+/// What one session remembers: the upstream it uses, those it already tried, and whether the
+/// client sent its EOF (a backend opened after it must get its FIN from us).
 #[derive(Debug, Default)]
 pub struct Choice {
     current: Option<UpstreamId>,
     tried: Vec<UpstreamId>,
+    client_eof: bool,
 }
 
 impl Balance {
@@ -65,9 +171,23 @@ impl Balance {
             strategy,
             upstreams: vec![Upstream::default(); usize::from(upstreams)],
             cursor: 0,
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            rng: xorshift_state(seed),
             retry_after,
+            names: Vec::new(),
+        }
+    }
+
+    /// Names the upstreams (their addresses, by `UpstreamId`) in the logs.
+    pub fn named(mut self, names: &[String]) -> Balance {
+        self.names = names.to_vec();
+        self
+    }
+
+    /// `upstream 1 (127.0.0.1:8082)`, or `upstream 1` without names.
+    fn label(&self, i: usize) -> String {
+        match self.names.get(i) {
+            Some(name) => format!("upstream {i} ({name})"),
+            None => format!("upstream {i}"),
         }
     }
 
@@ -102,7 +222,7 @@ impl Balance {
         up.active += 1;
         if up.down_until.is_some_and(|t| t <= now) {
             up.down_until = None; // its retry: back in rotation unless this connect fails too
-            tracing::info!("balance: retrying upstream {pick}");
+            tracing::info!("balance: retrying {}", self.label(pick));
         }
         Some(UpstreamId(pick as u16))
     }
@@ -125,15 +245,15 @@ impl Balance {
     }
 
     fn take_out(&mut self, up: UpstreamId, now: Instant, reason: Failure) {
-        let u = &mut self.upstreams[usize::from(up.0)];
-        if !matches!(u.down_until, Some(t) if t > now) {
+        let i = usize::from(up.0);
+        if !matches!(self.upstreams[i].down_until, Some(t) if t > now) {
             tracing::warn!(
-                "balance: upstream {} failed to connect ({reason:?}); out of rotation for {:?}",
-                up.0,
+                "balance: {} failed to connect ({reason:?}); out of rotation for {:?}",
+                self.label(i),
                 self.retry_after
             );
         }
-        u.down_until = Some(now + self.retry_after);
+        self.upstreams[i].down_until = Some(now + self.retry_after);
     }
 
     /// xorshift64*: small, seeded, deterministic.
@@ -146,8 +266,13 @@ impl Balance {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Opens the session's next upstream as its primary, both ways bypassing the hooks.
+    /// Opens the session's next upstream as its primary, both ways bypassing the hooks. A
+    /// session tries at most `Config::max_backends` upstreams (the engine's bound on the
+    /// backends one session opens).
     fn open_next(&mut self, st: &mut Choice, conn: &mut Conn<'_>) -> Option<BackendId> {
+        if st.tried.len() >= usize::from(conn.config().max_backends) {
+            return None;
+        }
         let up = self.select(conn.now(), &st.tried)?;
         st.tried.push(up);
         st.current = Some(up);
@@ -181,11 +306,26 @@ impl Interceptor for Balance {
         self.release(failed);
         self.take_out(failed, conn.now(), reason);
         let unsent = conn.unsent();
-        if let Some(next) = self.open_next(st, conn) {
-            for data in unsent {
-                conn.send(next, data);
+        match self.open_next(st, conn) {
+            Some(next) => {
+                for data in unsent {
+                    conn.send(next, data);
+                }
+                // The engine FINs the backends open at the client's EOF; this one came after.
+                if st.client_eof {
+                    conn.shutdown(next);
+                }
             }
+            // The engine closes a client whose primary failed when no other is opened.
+            None => tracing::warn!(
+                "balance: no upstream left to try for client {}; closing it",
+                conn.client_addr()
+            ),
         }
+    }
+
+    fn on_client_eof(&mut self, st: &mut Choice, _conn: &mut Conn<'_>) {
+        st.client_eof = true;
     }
 
     fn on_end(&mut self, st: Choice, _report: &SessionReport) {
@@ -244,6 +384,8 @@ mod tests {
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));
+        assert_ne!(picks(42), picks(43), "seeds one bit apart");
+        assert_ne!(picks(0), picks(1));
         let seen = picks(7);
         for i in 0..3 {
             assert!(seen.contains(&i), "backend {i} never picked: {seen:?}");
@@ -271,6 +413,44 @@ mod tests {
         let later = T0 + retry;
         assert!(!b.is_down(UpstreamId(0), later));
         assert_eq!(b.select(later, &[]), Some(UpstreamId(0)), "retried");
+    }
+
+    #[test]
+    fn the_mode_names_every_setting_and_reads_back() {
+        for (retry_after, word) in [
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_nanos(1_000_000_007), "1000000007ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            let cfg = BalanceConfig {
+                strategy: Strategy::LeastConn,
+                seed: u64::MAX,
+                retry_after,
+            };
+            let mode = cfg.mode();
+            assert_eq!(
+                mode,
+                format!(
+                    "balance --strategy least-conn --seed {} --retry-after {word}",
+                    u64::MAX
+                )
+            );
+            assert_eq!(BalanceConfig::from_mode(&mode), Some(Ok(cfg)));
+        }
+        assert_eq!(BalanceConfig::from_mode("duplex"), None);
+        assert_eq!(BalanceConfig::from_mode("balancer"), None);
+        for bad in [
+            "balance",
+            "balance --strategy fastest --seed 1 --retry-after 5s",
+            "balance --strategy random --seed -1 --retry-after 5s",
+            "balance --strategy random --seed 1 --retry-after 5s --bogus 1",
+        ] {
+            assert!(
+                matches!(BalanceConfig::from_mode(bad), Some(Err(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The command line and the config file, turned into [`Settings`].
 //!
-//! Three forms (see CONTRACT.md):
+//! Four forms (see CONTRACT.md):
 //!
 //! ```text
-//! fanout relay  --listen ADDR --to ADDR [COMMON]
-//! fanout duplex --listen ADDR --primary ADDR --secondary ADDR [--secondary ADDR ...] [COMMON]
+//! fanout relay   --listen ADDR --to ADDR [COMMON]
+//! fanout duplex  --listen ADDR --primary ADDR --secondary ADDR [--secondary ADDR ...] [COMMON]
+//! fanout balance --listen ADDR --to ADDR [--to ADDR ...] [--strategy S] [--retry-after DUR]
+//!                [--seed N] [COMMON]
 //! fanout -l PORT|ADDR -r ADDR [-d ADDR,ADDR,...] [COMMON]          (the em-proxy form)
 //! ```
 //!
@@ -16,15 +18,16 @@
 //! fanout replay FILE --to ADDR [--speed X] [--concurrency 1,2,4,...] [--timeout DUR] [--expect-recorded]
 //! ```
 //!
-//! Programs built on [`crate::host`] take a fourth form, an upstream table instead of a
-//! primary: `PROGRAM --listen ADDR --to ADDR [--to ADDR ...] [COMMON]`; it is resolved by the same
-//! code (`host_settings`).
+//! Programs built on [`crate::host`] take balance's upstream table too:
+//! `PROGRAM --listen ADDR --to ADDR [--to ADDR ...] [COMMON]`; both are resolved by the same code
+//! (`upstream_settings`).
 //!
 //! `--config FILE` reads a TOML file with the same keys in kebab-case (`listen`, `to`, `primary`,
-//! `secondary`, `report`, `connect-timeout`, `bind-source`, ...); a flag given on the command
+//! `secondary`, `report`, `connect-timeout`, `bind-source`, `strategy`, ...); a flag given on the command
 //! line wins over the file. Every problem here is a usage error (exit status 2).
 
 use crate::addr::{self, Backend};
+use crate::balance::{BalanceConfig, BalanceFlags, Strategy};
 use crate::config_file::{duration, size, FileConfig};
 use crate::effects::PoolConfig;
 use crate::error::Error;
@@ -37,8 +40,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A programmable TCP proxy: relay a client to one backend, or duplicate its traffic to
-/// secondaries and compare their responses with the primary's.
+/// A programmable TCP proxy: relay a client to one backend, balance clients over several, or
+/// duplicate their traffic to secondaries and compare their responses with the primary's.
 #[derive(Debug, Parser)]
 #[command(
     name = "fanout",
@@ -80,6 +83,10 @@ pub enum Mode {
     Relay(RelayArgs),
     /// Forward every client to a primary and copy its bytes to secondaries; report differences.
     Duplex(DuplexArgs),
+    /// Forward each client to one of several upstreams, chosen by a strategy; an upstream that
+    /// cannot be connected is skipped until --retry-after passed. With --threads N each event
+    /// loop balances on its own.
+    Balance(BalanceArgs),
     /// Look into a capture recorded with --capture.
     #[command(subcommand)]
     Capture(CaptureCmd),
@@ -159,6 +166,20 @@ pub struct DuplexArgs {
     /// A backend that gets a copy of the client's bytes (repeat for more).
     #[arg(long, value_name = "ADDR")]
     pub secondary: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct BalanceArgs {
+    /// Address to listen on: IP:PORT, HOST:PORT (IPv6 in brackets), or a bare port (127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// An upstream: IP:PORT, HOST:PORT or unix:/path. Repeat for each upstream.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Vec<String>,
+    #[command(flatten)]
+    pub balance: BalanceFlags,
     #[command(flatten)]
     pub common: Common,
 }
@@ -244,8 +265,11 @@ pub struct Settings {
     pub threads: usize,
     pub report: Option<PathBuf>,
     pub verbose: bool,
-    /// The form used: `relay`, `duplex` or `fanout` (the em-proxy form); recorded in captures.
+    /// The form used: `relay`, `duplex`, `fanout` (the em-proxy form), a host program's name, or
+    /// for balance its settings ([`BalanceConfig::mode`]); recorded in captures.
     pub mode: String,
+    /// `fanout balance`: what each event loop's balancer runs with.
+    pub balance: Option<BalanceConfig>,
     /// `--capture FILE`.
     pub capture: Option<PathBuf>,
     /// `--capture-max-size`: a capture file rotates once it passes this many bytes.
@@ -348,14 +372,17 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             listen_flag: "--listen ADDR",
             primary_flag: "--primary ADDR",
         },
+        Some(Mode::Balance(a)) => return balance_settings(a),
         Some(Mode::Capture(_) | Mode::Replay(_)) => {
             return Err("capture and replay run no proxy".into())
         }
         None => {
             if cli.em.listen.is_none() && cli.em.remote.is_none() && cli.common.config.is_none() {
-                return Err("give a subcommand (relay, duplex) or the em-proxy flags \
+                return Err(
+                    "give a subcommand (relay, duplex, balance) or the em-proxy flags \
                      -l PORT -r ADDR [-d ADDR,...]; see fanout --help"
-                    .into());
+                        .into(),
+                );
             }
             Chosen {
                 listen: cli.em.listen,
@@ -368,11 +395,16 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             }
         }
     };
-    let file = match &chosen.common.config {
-        Some(path) => FileConfig::read(path)?,
-        None => FileConfig::default(),
-    };
+    let file = read_config(&chosen.common)?;
     build(chosen, file)
+}
+
+/// The `--config` file, or an empty one.
+fn read_config(common: &Common) -> Result<FileConfig, String> {
+    match &common.config {
+        Some(path) => FileConfig::read(path),
+        None => Ok(FileConfig::default()),
+    }
 }
 
 fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
@@ -426,29 +458,7 @@ fn build(c: Chosen, file: FileConfig) -> Result<Settings, String> {
 /// (in order: `UpstreamId(0)` is the first), the effect pool's size, and the common flags, each
 /// also from `--config`. `program` names the form in messages and is the capture's mode.
 pub(crate) fn host_settings(args: HostArgs, program: &str) -> Result<Settings, String> {
-    let file = match &args.common.config {
-        Some(path) => FileConfig::read(path)?,
-        None => FileConfig::default(),
-    };
-    let listen = listen(args.listen, &file, program, "--listen ADDR")?;
-    let mut to = if args.to.is_empty() {
-        file.to()
-    } else {
-        args.to
-    };
-    to.retain(|s| !s.trim().is_empty());
-    if to.is_empty() {
-        return Err(format!(
-            "{program} needs at least one --to ADDR (or `to` in --config)"
-        ));
-    }
-    if to.len() > usize::from(u16::MAX) {
-        return Err("too many upstreams (--to)".into());
-    }
-    let backends = to
-        .iter()
-        .map(|t| addr::parse_backend(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let file = read_config(&args.common)?;
     let effects = PoolConfig {
         workers: (args.effect_workers)
             .or(file.effect_workers)
@@ -458,9 +468,81 @@ pub(crate) fn host_settings(args: HostArgs, program: &str) -> Result<Settings, S
             .unwrap_or(PoolConfig::default().queue),
     };
     effects.validate()?;
-    let mut settings = finish(listen, backends, 0, args.common, &file, program)?;
+    let mut settings = upstream_settings(args.listen, args.to, args.common, &file, program)?;
     settings.effects = effects;
     Ok(settings)
+}
+
+/// `fanout balance`: the upstream table as a host program's, then the strategy, retry interval
+/// and seed (each flag, else the file, else the default; the seed drawn from the OS). The mode
+/// recorded in captures names all three, so `replay --engine` rebuilds the same balancer.
+fn balance_settings(args: BalanceArgs) -> Result<Settings, String> {
+    let file = read_config(&args.common)?;
+    let flags = args.balance;
+    let strategy = match (flags.strategy, &file.strategy) {
+        (Some(s), _) => s,
+        (None, Some(text)) => {
+            <Strategy as clap::ValueEnum>::from_str(text, false).map_err(|_| {
+                format!(
+                    "config `strategy`: unknown strategy {text:?} (use round-robin, least-conn or \
+                 random)"
+                )
+            })?
+        }
+        (None, None) => BalanceConfig::STRATEGY,
+    };
+    let retry_after = duration(flags.retry_after, &file.retry_after, "retry-after")?
+        .unwrap_or(BalanceConfig::RETRY_AFTER);
+    let seed = match (flags.seed, &file.seed) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n
+            .text()
+            .parse()
+            .map_err(|_| format!("config `seed`: {:?} is not a number", n.text()))?,
+        (None, None) => os_seed(),
+    };
+    let balance = BalanceConfig {
+        strategy,
+        seed,
+        retry_after,
+    };
+    let mut settings = upstream_settings(args.listen, args.to, args.common, &file, "balance")?;
+    settings.mode = balance.mode();
+    settings.balance = Some(balance);
+    Ok(settings)
+}
+
+/// A seed from the OS's randomness (std seeds `RandomState`'s keys from it).
+fn os_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
+/// A proxy over an upstream table (balance, host programs): `--listen`, the table from `--to`
+/// (else `to` in the file; in order, `UpstreamId(0)` first; at least one), and the common flags.
+fn upstream_settings(
+    listen_flag: Option<String>,
+    to: Vec<String>,
+    common: Common,
+    file: &FileConfig,
+    form: &str,
+) -> Result<Settings, String> {
+    let listen = listen(listen_flag, file, form, "--listen ADDR")?;
+    let mut to = if to.is_empty() { file.to() } else { to };
+    to.retain(|s| !s.trim().is_empty());
+    if to.is_empty() {
+        return Err(format!(
+            "{form} needs at least one --to ADDR (or `to` in --config)"
+        ));
+    }
+    if to.len() > usize::from(u16::MAX) {
+        return Err("too many upstreams (--to)".into());
+    }
+    let backends = to
+        .iter()
+        .map(|t| addr::parse_backend(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(listen, backends, 0, common, file, form)
 }
 
 /// The listen address from the flag, else the file; `form` and `flag` name them in the error.
@@ -581,6 +663,7 @@ fn finish(
         report,
         verbose,
         mode: mode.to_string(),
+        balance: None,
         capture: cm.capture.or(f.capture.clone()),
         capture_max_size,
         bind_source,
@@ -767,6 +850,135 @@ mod tests {
         ] {
             assert!(tool(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn balance_form_takes_an_upstream_table_and_records_its_settings_as_the_mode() {
+        let s = ok(&[
+            "balance",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--to",
+            "unix:/tmp/b.sock",
+            "--strategy",
+            "random",
+            "--seed",
+            "123",
+            "--retry-after",
+            "1500ms",
+        ]);
+        assert_eq!(names(&s), ["127.0.0.1:8081", "unix:/tmp/b.sock"]);
+        assert_eq!(
+            s.engine.secondaries, 0,
+            "the balancer opens upstreams itself"
+        );
+        let b = s.balance.expect("balance settings");
+        assert_eq!(
+            b,
+            BalanceConfig {
+                strategy: Strategy::Random,
+                seed: 123,
+                retry_after: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(
+            s.mode,
+            "balance --strategy random --seed 123 --retry-after 1500ms"
+        );
+        assert_eq!(BalanceConfig::from_mode(&s.mode), Some(Ok(b)));
+    }
+
+    #[test]
+    fn balance_defaults_to_round_robin_a_5s_retry_and_a_seed_from_the_os() {
+        let s = ok(&["balance", "--listen", "0", "--to", "8081", "--to", "8082"]);
+        let b = s.balance.unwrap();
+        assert_eq!(b.strategy, Strategy::RoundRobin);
+        assert_eq!(b.retry_after, Duration::from_secs(5));
+        let seeds: Vec<u64> = (0..4)
+            .map(|_| {
+                ok(&["balance", "--listen", "0", "--to", "8081"])
+                    .balance
+                    .unwrap()
+                    .seed
+            })
+            .collect();
+        assert!(
+            seeds.windows(2).any(|w| w[0] != w[1]),
+            "the same seed every time: {seeds:?}"
+        );
+        assert_eq!(BalanceConfig::from_mode(&s.mode), Some(Ok(b)));
+        assert_eq!(BalanceConfig::from_mode("relay"), None);
+        assert!(matches!(
+            BalanceConfig::from_mode("balance --strategy random"),
+            Some(Err(_))
+        ));
+    }
+
+    #[test]
+    fn balance_keys_come_from_the_file_and_flags_win() {
+        let f = config_file(
+            "listen = 9100\nto = [\"8081\", \"8082\"]\nstrategy = \"least-conn\"\nretry-after = \"2s\"\nseed = 7\n",
+        );
+        let s = ok(&["balance", "--config", f.path()]);
+        assert_eq!(names(&s), ["127.0.0.1:8081", "127.0.0.1:8082"]);
+        assert_eq!(
+            s.balance,
+            Some(BalanceConfig {
+                strategy: Strategy::LeastConn,
+                seed: 7,
+                retry_after: Duration::from_secs(2),
+            })
+        );
+        let s = ok(&[
+            "balance",
+            "--config",
+            f.path(),
+            "--strategy",
+            "random",
+            "--seed",
+            "8",
+            "--retry-after",
+            "1s",
+        ]);
+        let b = s.balance.unwrap();
+        assert_eq!(
+            (b.strategy, b.seed, b.retry_after),
+            (Strategy::Random, 8, Duration::from_secs(1))
+        );
+        for text in [
+            "listen = 9100\nto = \"8081\"\nstrategy = \"fastest\"\n",
+            "listen = 9100\nto = \"8081\"\nretry-after = \"soon\"\n",
+            "listen = 9100\nto = \"8081\"\nseed = \"x\"\n",
+        ] {
+            let f = config_file(text);
+            let (code, msg) = bad(&["balance", "--config", f.path()]);
+            assert_eq!(code, 2, "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_strategy_is_refused_naming_the_valid_ones() {
+        let (code, msg) = bad(&[
+            "balance",
+            "--listen",
+            "0",
+            "--to",
+            "8081",
+            "--strategy",
+            "fastest",
+        ]);
+        assert_eq!(code, 2, "{msg}");
+        for valid in ["round-robin", "least-conn", "random"] {
+            assert!(msg.contains(valid), "{msg}");
+        }
+        let (code, msg) = bad(&["balance", "--listen", "0"]);
+        assert_eq!(code, 2, "{msg}");
+        assert!(
+            msg.contains("balance needs at least one --to ADDR"),
+            "{msg}"
+        );
     }
 
     #[test]

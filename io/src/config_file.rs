@@ -5,7 +5,10 @@
 //! listen = 9000                 # or "127.0.0.1:9000"
 //! primary = "127.0.0.1:8080"    # `to` for relay
 //! secondary = ["127.0.0.1:8081"]
-//! # to = ["a:1", "unix:/b"]     # a host program's upstream table (`fanout_io::host`)
+//! # to = ["a:1", "unix:/b"]     # balance's (or a host program's) upstream table
+//! # strategy = "least-conn"     # balance: round-robin, least-conn or random
+//! # retry-after = "10s"         # balance: how long a failed upstream stays out of rotation
+//! # seed = 42                   # balance: the random strategy's seed
 //! bind-source = "10.0.0.5"      # backend connects come from this address
 //! idle-timeout = "2m"
 //! high-water = "512KiB"         # or a plain number of bytes
@@ -46,6 +49,9 @@ pub(crate) struct FileConfig {
     pub bind_source: Option<String>,
     pub effect_workers: Option<usize>,
     pub effect_queue: Option<usize>,
+    pub strategy: Option<String>,
+    pub retry_after: Option<String>,
+    pub seed: Option<Scalar>,
 }
 
 /// A value written either as a number or as a string (`high-water = 65536` or `"64KiB"`).
@@ -57,7 +63,7 @@ pub(crate) enum Scalar {
 }
 
 impl Scalar {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Scalar::Int(n) => n.to_string(),
             Scalar::Text(s) => s.clone(),
@@ -98,7 +104,7 @@ impl FileConfig {
         OneOrMany::list(&self.secondary)
     }
 
-    /// `to = "a"` (relay) or `to = ["a", "b"]` (a host program's upstream table).
+    /// `to = "a"` (relay) or `to = ["a", "b"]` (balance's or a host program's upstream table).
     pub(crate) fn to(&self) -> Vec<String> {
         OneOrMany::list(&self.to)
     }

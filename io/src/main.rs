@@ -13,7 +13,16 @@ fn main() -> ExitCode {
         Err(CliError::Usage(e)) => return fail(&e),
     };
     fanout_io::init_logging("fanout", settings.verbose);
-    match Proxy::bind(&settings).and_then(Proxy::serve) {
+    let served = match settings.balance {
+        // Each event loop gets its own balancer over the same upstream table.
+        Some(balance) => {
+            let names: Vec<String> = settings.backends.iter().map(|b| b.name.clone()).collect();
+            tracing::info!("{} over {}", settings.mode, names.join(", "));
+            Proxy::bind_with(&settings, || balance.balancer(&names), None).and_then(Proxy::serve)
+        }
+        None => Proxy::bind(&settings).and_then(Proxy::serve),
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

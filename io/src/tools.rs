@@ -6,6 +6,7 @@
 //! the engine's [`Decoder`], one record at a time, so an error names the file and the byte offset
 //! where it starts and nothing larger than the format's limits is ever allocated.
 
+use crate::balance::BalanceConfig;
 use crate::error::{describe, Error};
 use fanout_engine::capture::script::{self, SessionScript};
 use fanout_engine::capture::{read_segments, segment_name, Decoder, Header, Record, Replayer};
@@ -77,20 +78,43 @@ fn walk(
 
 // ---- replay --engine --------------------------------------------------------------------
 
-/// The modes `fanout` itself records (relay, duplex, the em-proxy form); every other mode is a
-/// program on [`crate::host`], whose interceptor `fanout` does not have.
+/// The modes `fanout` itself records with [`Passthrough`] (relay, duplex, the em-proxy form);
+/// `balance ...` modes run the balancer they name; every other mode is a program on
+/// [`crate::host`], whose interceptor `fanout` does not have.
 const BUILT_IN_MODES: [&str; 3] = ["relay", "duplex", "fanout"];
 
 /// `fanout replay --engine FILE`: feeds every recorded input to a fresh engine built from the
-/// header's config and checks each recorded `Outputs` digest. Prints one line; an error names
+/// header's config, running the interceptor the header's mode names (a balancer with the
+/// recorded strategy, seed and retry interval for `balance ...`, else relay/duplex's
+/// [`Passthrough`]), and checks each recorded `Outputs` digest. Prints one line; an error names
 /// where the replay diverged.
 pub fn replay_engine(base: &Path, out: &mut impl Write) -> Result<(), Error> {
-    replay(
-        base,
-        out,
-        |mode| BUILT_IN_MODES.contains(&mode),
-        || Passthrough,
-    )
+    // A header that cannot be read is reported by the replay itself, in its words.
+    let header = first_header(base);
+    let balance = header
+        .as_ref()
+        .and_then(|h| Some((BalanceConfig::from_mode(&h.mode)?, &h.backends)));
+    match balance {
+        Some((Ok(cfg), upstreams)) => replay(
+            base,
+            out,
+            |mode| BalanceConfig::from_mode(mode).is_some(),
+            || cfg.balancer(upstreams),
+        ),
+        Some((Err(e), _)) => Err(Error::Runtime(format!("{}: {e}", base.display()))),
+        None => replay(
+            base,
+            out,
+            |mode| BUILT_IN_MODES.contains(&mode),
+            || Passthrough,
+        ),
+    }
+}
+
+/// The header of the capture's first file, if it can be read.
+fn first_header(base: &Path) -> Option<Header> {
+    let (_, reader) = open_segments(base).ok()?.into_iter().next()?;
+    Decoder::new(reader).ok().map(|d| d.header().clone())
 }
 
 /// `PROGRAM replay --engine FILE`: as [`replay_engine`], with an interceptor from `make` in the
@@ -237,7 +261,12 @@ pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
         humantime::format_rfc3339_millis(started)
     );
     for (i, b) in h.backends.iter().enumerate() {
-        let role = if i == 0 { "primary" } else { "secondary" };
+        // relay/duplex open backend i as upstream i; other interceptors choose per session.
+        let role = match (BUILT_IN_MODES.contains(&h.mode.as_str()), i) {
+            (false, _) => "upstream",
+            (true, 0) => "primary",
+            (true, _) => "secondary",
+        };
         let _ = writeln!(
             w,
             "backend {i} {b} ({role}): {} connect(s), sent {} bytes",

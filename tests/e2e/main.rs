@@ -18,6 +18,7 @@
 mod support;
 
 mod backpressure;
+mod balance;
 mod captures;
 mod cli;
 mod cross_driver;

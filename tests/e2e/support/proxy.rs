@@ -68,6 +68,11 @@ impl Fanout {
         Fanout::start(&a)
     }
 
+    /// `fanout balance --listen 127.0.0.1:0 --to U... EXTRA...`
+    pub fn balance(upstreams: &[String], extra: &[&str]) -> Fanout {
+        Fanout::start(&balance_args(upstreams, extra))
+    }
+
     /// Spawns fanout with `args` and waits for its `listening on` line.
     pub fn start(args: &[String]) -> Fanout {
         Fanout::spawn(command(args), &format!("fanout {}", args.join(" ")))
@@ -265,6 +270,17 @@ impl Drop for Fanout {
             let _ = r.join();
         }
     }
+}
+
+/// The arguments of `fanout balance --listen 127.0.0.1:0 --to U... EXTRA...`.
+pub fn balance_args(upstreams: &[String], extra: &[&str]) -> Vec<String> {
+    let mut a = args(["balance", "--listen", "127.0.0.1:0"]);
+    for u in upstreams {
+        a.push("--to".into());
+        a.push(u.clone());
+    }
+    a.extend(args(extra));
+    a
 }
 
 /// A fanout run that is expected to end by itself (a usage error, an address in use).
