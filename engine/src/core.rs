@@ -421,13 +421,11 @@ impl Core {
         if fin_ok {
             self.client.try_fin(SockId::client(conn), ctx.out);
             if self.client.fin == Fin::Sent && self.close_client_after_fin {
-                self.client
-                    .close(SockId::client(conn), false, ctx.out);
+                self.client.close(SockId::client(conn), false, ctx.out);
             }
         }
         if self.client.is_done() {
-            self.client
-                .close(SockId::client(conn), false, ctx.out);
+            self.client.close(SockId::client(conn), false, ctx.out);
         }
         for leg in &mut self.legs {
             if fin_ok {

@@ -641,7 +641,10 @@ fn a_backend_opened_after_the_clients_eof_gets_its_fin_after_its_bytes() {
     h.eof(client(1));
     h.connected(backend(1, B0));
     assert_eq!(h.sent(backend(1, B0)), b"late request");
-    assert!(!h.is_shut(backend(1, B0)), "the FIN waits for the bytes to flush");
+    assert!(
+        !h.is_shut(backend(1, B0)),
+        "the FIN waits for the bytes to flush"
+    );
     h.flush_all();
     assert!(h.is_shut(backend(1, B0)));
 }

@@ -155,13 +155,11 @@ pub struct Balance {
     names: Vec<String>,
 }
 
-/// What one session remembers: the upstream it uses, those it already tried, and whether the
-/// client sent its EOF (a backend opened after it must get its FIN from us).
+/// What one session remembers: the upstream it uses and those it already tried.
 #[derive(Debug, Default)]
 pub struct Choice {
     current: Option<UpstreamId>,
     tried: Vec<UpstreamId>,
-    client_eof: bool,
 }
 
 impl Balance {
@@ -308,12 +306,9 @@ impl Interceptor for Balance {
         let unsent = conn.unsent();
         match self.open_next(st, conn) {
             Some(next) => {
+                // Had the client already sent EOF, the engine gives `next` its FIN after these.
                 for data in unsent {
                     conn.send(next, data);
-                }
-                // The engine FINs the backends open at the client's EOF; this one came after.
-                if st.client_eof {
-                    conn.shutdown(next);
                 }
             }
             // The engine closes a client whose primary failed when no other is opened.
@@ -322,10 +317,6 @@ impl Interceptor for Balance {
                 conn.client_addr()
             ),
         }
-    }
-
-    fn on_client_eof(&mut self, st: &mut Choice, _conn: &mut Conn<'_>) {
-        st.client_eof = true;
     }
 
     fn on_end(&mut self, st: Choice, _report: &SessionReport) {
