@@ -279,7 +279,7 @@ impl Core {
             &mut slot,
             Some(ctx.now + ctx.cfg.effect_timeout),
         );
-        self.gates.push(id, slot);
+        self.gates.push(id, slot, self.source);
         ctx.effects.insert(id, self.conn);
         ctx.out.push_back(Command::Effect {
             conn: self.conn,

@@ -17,6 +17,9 @@ pub(crate) type Held = (Peer, Bytes);
 #[derive(Debug)]
 pub(crate) struct Gate {
     pub(crate) id: EffectId,
+    /// The socket whose bytes the hook that asked for the effect was handling: what
+    /// `on_effect` writes paces it, as if written then.
+    source: Option<Peer>,
     /// When the engine stops waiting for the result.
     pub(crate) timer: Option<Instant>,
     /// `on_effect` ran for it.
@@ -43,14 +46,23 @@ impl Gates {
         self.queue.iter().filter(|g| !g.done).count()
     }
 
-    pub(crate) fn push(&mut self, id: EffectId, timer: Option<Instant>) {
+    pub(crate) fn push(&mut self, id: EffectId, timer: Option<Instant>, source: Option<Peer>) {
         self.queue.push_back(Gate {
             id,
+            source,
             timer,
             done: false,
             result: Vec::new(),
             after: Vec::new(),
         });
+    }
+
+    /// The source of the hook that asked for effect `id`.
+    pub(crate) fn source_of(&self, id: EffectId) -> Option<Peer> {
+        self.queue
+            .iter()
+            .find(|g| g.id == id)
+            .and_then(|g| g.source)
     }
 
     pub(crate) fn is_waiting(&self, id: EffectId) -> bool {

@@ -29,7 +29,8 @@
 //!   client, or a backend) records the route source → destination. When any destination a
 //!   source feeds holds more than the high-water mark unflushed, the source is paused until all
 //!   are at or below the low mark. Answered (client → client), rewritten and rerouted bytes are
-//!   bounded like relayed ones. Secondaries never pause anyone: past their budget they are
+//!   bounded like relayed ones. What `on_effect` writes counts as written by the source whose
+//!   hook asked for the effect. Secondaries never pause anyone: past their budget they are
 //!   detached.
 //! - **Order across effects**: output issued after [`Conn::effect`] waits, in order, behind the
 //!   effect; what [`on_effect`](Interceptor::on_effect) writes goes out first, at the effect's

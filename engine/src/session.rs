@@ -395,7 +395,11 @@ impl<S> Session<S> {
         }
         ctx.effects.remove(&id);
         self.core.filling = Some(id);
-        self.call(hooks, ctx, None, |h, st, c| h.on_effect(st, c, id, result));
+        // What the hook writes paces the socket whose bytes asked for the effect.
+        let source = self.core.gates.source_of(id);
+        self.call(hooks, ctx, source, |h, st, c| {
+            h.on_effect(st, c, id, result)
+        });
         self.core.filling = None;
         let mut slot = self.core.gates.complete(id);
         ctx.timers.set(TimerKey::Effect(conn, id), &mut slot, None);

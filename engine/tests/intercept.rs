@@ -648,3 +648,34 @@ fn a_backend_opened_after_the_clients_eof_gets_its_fin_after_its_bytes() {
     h.flush_all();
     assert!(h.is_shut(backend(1, B0)));
 }
+
+#[test]
+fn answers_from_effects_pace_the_source_that_asked_for_them() {
+    let cfg = Config {
+        high_water: 1000,
+        low_water: 100,
+        ..cfg()
+    };
+    let mut h = Harness::with(
+        cfg,
+        script(|ev, c| {
+            match ev {
+                Ev::Data(d) => {
+                    c.effect(EffectRequest::new("ask", d.clone())).unwrap();
+                }
+                Ev::Effect(_, Ok(r)) => c.answer(r.clone()),
+                _ => {}
+            }
+            Finish::Default
+        }),
+    );
+    h.accept(1);
+    for _ in 0..5 {
+        h.read(client(1), b"ask");
+        let id = h.effects[0].1;
+        h.effect_done(id, Ok(Bytes::from(vec![b'a'; 300])));
+    }
+    assert!(h.is_paused(client(1)), "its effects' answers pace it");
+    h.flush(client(1));
+    assert!(!h.is_paused(client(1)));
+}
