@@ -1,7 +1,8 @@
 //! # fanout-sim: the engine on turmoil, under faults
 //!
 //! The same [`fanout_engine::Engine`] the production binary runs, driven by turmoil's simulated
-//! network and virtual clock instead of mio and real sockets (`driver.rs`). Around it: simulated
+//! network and virtual clock instead of mio and real sockets (`driver.rs`), with any interceptor
+//! and an effect model standing in for the effect executor (`effects.rs`). Around it: simulated
 //! clients and backends (`hosts.rs`), scenarios whose every knob comes from one seed
 //! (`scenario.rs`), the run loop that injects faults and then heals them (`run.rs`), what is
 //! watched at the engine boundary (`observe.rs`) and the properties checked on every seed
@@ -12,6 +13,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod effects;
 pub mod hosts;
 #[cfg(feature = "sim-mutants")]
 pub mod mutants;

@@ -1,7 +1,9 @@
 //! What the simulation watches at the engine boundary: a digest of every input and output, the
 //! invariants that must hold after every step, the reports, and the engine's final state.
 
-use fanout_engine::{Command, Config, Engine, Event, Instant, Peer, SessionReport, SockId};
+use fanout_engine::{
+    Command, Config, Engine, Event, Instant, Interceptor, Peer, SessionReport, SockId,
+};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::driver::READ_SIZE;
@@ -94,7 +96,7 @@ impl Observer {
     }
 
     /// Checked after every step: no socket holds more than the limits allow.
-    pub fn after_step(&mut self, engine: &Engine) {
+    pub fn after_step<I: Interceptor>(&mut self, engine: &Engine<I>) {
         self.engine_idle = engine.is_idle();
         self.sessions = engine.session_count();
         let Some(cfg) = &self.limits else { return };

@@ -66,7 +66,9 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
     };
     {
         let obs = obs.clone();
-        sim.host("proxy", move || run_proxy(spec.clone(), obs.clone()));
+        sim.host("proxy", move || {
+            run_proxy(spec.clone(), fanout_engine::Passthrough, None, obs.clone())
+        });
     }
     {
         let (seed, shared) = (plan.seed, shared.clone());
