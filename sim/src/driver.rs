@@ -5,10 +5,18 @@
 //! arrival order, carries out every command, and sleeps until `poll_timeout`. A reader holds one
 //! read credit at a time and gets it back only after the engine saw its last read and did not
 //! pause it, so at most one read lands after a pause, as with the mio loop.
+//!
+//! Any interceptor runs on it (relay and duplex are `Passthrough`). `Command::Effect` goes to the
+//! [`EffectModel`], whose answer comes back as `Event::EffectDone` on the same channel after the
+//! effect's virtual latency; with no model, every effect is answered `Unavailable` at once.
 
+use crate::effects::EffectModel;
 use crate::observe::Observer;
 use bytes::Bytes;
-use fanout_engine::{Command, Config, ConnId, Engine, Event, Failure, Instant, Peer, SockId};
+use fanout_engine::{
+    Command, Config, ConnId, EffectError, Engine, Event, Failure, Instant, Interceptor, Peer,
+    SockId,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -169,10 +177,16 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
     }
 }
 
-/// Runs the proxy until the simulation ends. Every input and output goes through `obs`.
-pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::Result {
+/// Runs the proxy with `hooks` until the simulation ends, carrying out effects with `effects`.
+/// Every input and output goes through `obs`.
+pub async fn run_proxy<I: Interceptor>(
+    spec: ProxySpec,
+    hooks: I,
+    effects: Option<EffectModel>,
+    obs: Rc<RefCell<Observer>>,
+) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
-    let mut engine = Engine::new(spec.cfg.clone())?;
+    let mut engine = Engine::with_interceptor(spec.cfg.clone(), hooks)?;
     #[cfg(feature = "sim-mutants")]
     engine.set_mutant(crate::mutants::current());
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -276,7 +290,22 @@ pub async fn run_proxy(spec: ProxySpec, obs: Rc<RefCell<Observer>>) -> turmoil::
                 Command::PauseAccept => accepting = false,
                 Command::ResumeAccept => accepting = true,
                 Command::Report(report) => obs.borrow_mut().report(*report),
-                Command::Drained | Command::Effect { .. } => {}
+                Command::Effect { conn, id, request } => {
+                    let tx = tx.clone();
+                    match &effects {
+                        Some(model) => {
+                            let done = model.execute(epoch.elapsed(), conn, id, request);
+                            tokio::task::spawn_local(async move {
+                                let _ = tx.send(Msg::Event(done.await));
+                            });
+                        }
+                        None => {
+                            let result = Err(EffectError::Unavailable("no executor".into()));
+                            let _ = tx.send(Msg::Event(Event::EffectDone { id, result }));
+                        }
+                    }
+                }
+                Command::Drained => {}
             }
         }
         // The reader whose bytes were just handled may read again, unless it was paused.

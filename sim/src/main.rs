@@ -4,6 +4,8 @@
 //! fanout-sim run --seeds 0..100 [--scenario NAME|all]   swarm: count passes, print failures
 //! fanout-sim run --seed 7 --scenario NAME|all            one seed; last line is the digest
 //! fanout-sim list                                        the scenarios
+//! fanout-sim mutants [--seeds N]                         (sim-mutants) the oracles catch planted bugs
+//! fanout-sim run --seed 7 --scenario NAME --mutant M     (sim-mutants) one run with one planted bug
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,10 @@ enum Cmd {
         /// With --seed: also print the report outcomes and backpressure counts.
         #[arg(short, long)]
         verbose: bool,
+        /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
+        #[cfg(feature = "sim-mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
     },
     /// List the scenarios.
     List,
@@ -102,6 +108,8 @@ fn main() -> ExitCode {
             seeds,
             scenario,
             verbose,
+            #[cfg(feature = "sim-mutants")]
+            mutant,
         } => {
             let scenarios = match scenarios(&scenario) {
                 Ok(s) => s,
@@ -110,14 +118,24 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match (seed, seeds) {
+            let go = || match (seed, seeds) {
                 (Some(seed), _) => run_one(&scenarios, seed, verbose),
                 (None, Some(range)) => swarm(&scenarios, range),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
                     ExitCode::from(2)
                 }
+            };
+            #[cfg(feature = "sim-mutants")]
+            if let Some(name) = mutant {
+                use fanout_engine::mutants::Mutant;
+                let Some(m) = Mutant::ALL.into_iter().find(|m| m.name() == name) else {
+                    eprintln!("fanout-sim: unknown mutant {name:?}");
+                    return ExitCode::from(2);
+                };
+                return fanout_sim::mutants::with(Some(m), go);
             }
+            go()
         }
     }
 }
@@ -202,24 +220,35 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>) -> ExitCode {
 fn mutants(seeds: u64) -> ExitCode {
     use fanout_engine::mutants::Mutant;
     let mut missed = 0;
+    let first_failure = |scenario: Scenario| {
+        (0..seeds).find_map(|seed| run(scenario, seed).failure.map(|why| (scenario, seed, why)))
+    };
     for m in Mutant::ALL {
-        let caught = fanout_sim::mutants::with(Some(m), || {
-            Scenario::ALL.iter().find_map(|&s| {
-                (0..seeds).find_map(|seed| {
-                    let r = run(s, seed);
-                    r.failure.map(|why| (s, seed, why))
-                })
-            })
-        });
+        let (aimed, reason) = fanout_sim::mutants::aimed(m);
+        let caught = fanout_sim::mutants::with(Some(m), || first_failure(aimed));
         match caught {
             Some((s, seed, why)) => println!(
-                "{:<32} caught  by {} seed {seed}: {why}",
+                "{:<32} caught  by {} seed {seed} ({reason}): {why}",
                 m.name(),
                 s.name()
             ),
             None => {
                 missed += 1;
-                println!("{:<32} missed", m.name());
+                let elsewhere = fanout_sim::mutants::with(Some(m), || {
+                    Scenario::ALL
+                        .iter()
+                        .filter(|&&s| s != aimed)
+                        .find_map(|&s| first_failure(s))
+                });
+                match elsewhere {
+                    Some((s, seed, why)) => println!(
+                        "{:<32} missed  by {} (aimed: {reason}); only {} seed {seed} caught it: {why}",
+                        m.name(),
+                        aimed.name(),
+                        s.name()
+                    ),
+                    None => println!("{:<32} missed  by every scenario", m.name()),
+                }
             }
         }
     }

@@ -1,7 +1,10 @@
 //! What the simulation watches at the engine boundary: a digest of every input and output, the
 //! invariants that must hold after every step, the reports, and the engine's final state.
 
-use fanout_engine::{Command, Config, Engine, Event, Instant, Peer, SessionReport, SockId};
+use fanout_engine::{
+    Command, Config, Engine, Event, Instant, Interceptor, Peer, Role, SessionReport, SockId,
+};
+use std::collections::BTreeSet;
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::driver::READ_SIZE;
@@ -19,10 +22,17 @@ pub struct Observer {
     pub failures: u64,
     /// `PauseRead` commands: how often backpressure engaged.
     pub pauses: u64,
+    /// The most unflushed bytes any client socket held after a step.
+    pub peak_client_unflushed: u64,
     /// The engine's state after its last step.
     pub engine_idle: bool,
     pub sessions: usize,
     limits: Option<Config>,
+    /// Sockets seen over their limit (each is reported once).
+    over_limit: BTreeSet<SockId>,
+    /// Bytes a client socket may hold on top of one read past the high-water mark: answers
+    /// written by `on_effect`, which no route paces (see [`Observer::with_effect_answers`]).
+    effect_allowance: u64,
     /// `SIM_TRACE=1`: print every input and output to stderr.
     print: bool,
 }
@@ -47,6 +57,16 @@ impl Observer {
             print: std::env::var_os("SIM_TRACE").is_some(),
             ..Observer::default()
         }
+    }
+
+    /// For an interceptor whose effects each write at most `longest` bytes to the client: a
+    /// client socket may also hold the answers of `max_effects` pending effects. Those answers
+    /// have no source to pause (the effect's result is not a read), so the water marks bound
+    /// everything but them, and `max_effects` bounds them.
+    pub fn with_effect_answers(mut self, longest: u64) -> Self {
+        let max_effects = self.limits.as_ref().map_or(0, |c| u64::from(c.max_effects));
+        self.effect_allowance = max_effects * longest;
+        self
     }
 
     pub fn input(&mut self, now: Instant, event: &Event) {
@@ -94,24 +114,28 @@ impl Observer {
     }
 
     /// Checked after every step: no socket holds more than the limits allow.
-    pub fn after_step(&mut self, engine: &Engine) {
+    pub fn after_step<I: Interceptor>(&mut self, engine: &Engine<I>) {
         self.engine_idle = engine.is_idle();
         self.sessions = engine.session_count();
         let Some(cfg) = &self.limits else { return };
-        let mut over = None;
+        let mut over = Vec::new();
         for (sock, unflushed) in engine.unflushed() {
-            let limit = match sock.peer {
-                Peer::Backend(b) if !b.is_primary() => cfg.secondary_budget,
-                _ => cfg.high_water + READ_SIZE as u64,
+            if sock.peer == Peer::Client {
+                self.peak_client_unflushed = self.peak_client_unflushed.max(unflushed);
+            }
+            let limit = match (sock.peer, engine.role(sock)) {
+                (Peer::Backend(_), Some(Role::Secondary)) => cfg.secondary_budget,
+                (Peer::Backend(_), _) => cfg.high_water + READ_SIZE as u64,
+                (Peer::Client, _) => cfg.high_water + READ_SIZE as u64 + self.effect_allowance,
             };
-            if unflushed > limit {
-                over = Some(format!(
+            // Each socket's first overrun: which sockets pile up says which route went unpaced.
+            if unflushed > limit && self.over_limit.insert(sock) {
+                over.push(format!(
                     "buffered bytes over the limit: {sock} holds {unflushed}, limit {limit}"
                 ));
-                break;
             }
         }
-        if let Some(v) = over {
+        for v in over {
             self.violation(v);
         }
     }

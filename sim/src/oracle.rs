@@ -1,9 +1,27 @@
 //! The properties every run must satisfy. Each check returns the first violation as one line
 //! naming the property.
+//!
+//! Framed scenarios (relay, duplex): each client receives exactly the bytes the primary sent it,
+//! in order (a prefix when the primary crashed).
+//!
+//! Intercept scenarios (the line rewriter, `interceptor.rs`), **rewritten streams**: each client
+//! receives exactly the rewritten answers to its lines, in request order — `ANSWER <r>` for an
+//! `ASK <x>` line whose effect the model answered `r` within the effect timeout, `FAILED` for one
+//! it answered with an error or too late, the upper-cased line for every other line — and
+//! nothing else: never bytes of another session (every line names its client), never an answer
+//! twice. When the primary crashed, a prefix of that, after which the session ends. The effect
+//! log must agree: every `ASK` line the client's answers cover asked for its effect exactly once,
+//! from that client's session only, and every effect asked for stands for a line a client sent.
+//!
+//! Both: no invariant broken at the engine boundary (limits after every step, known sockets),
+//! liveness after the faults heal, quiescence (no session, timer, command or effect in flight),
+//! one report per session with fitting outcomes and no interceptor error.
 
+use crate::effects::EffectLog;
 use crate::run::Observed;
-use crate::scenario::{Plan, SecondaryKind};
-use fanout_engine::{Outcome, Role};
+use crate::scenario::{ClientPlan, Plan, SecondaryKind};
+use fanout_engine::{ConnId, Outcome, Role};
+use std::collections::BTreeMap;
 
 /// Checks one run on its own.
 pub(crate) fn check(plan: &Plan, seen: &Observed) -> Result<(), String> {
@@ -19,14 +37,22 @@ pub(crate) fn check(plan: &Plan, seen: &Observed) -> Result<(), String> {
             "liveness: the run did not complete ({e}); clients still running: {stuck:?}"
         ));
     }
-    if let Some(v) = seen.obs.violations.first() {
-        return Err(format!("invariant: {v}"));
+    if let Some((v, more)) = seen.obs.violations.split_first() {
+        let then = match more {
+            [] => String::new(),
+            [next, ..] => format!(" (and {} more, next: {next})", more.len()),
+        };
+        return Err(format!("invariant: {v}{then}"));
     }
     for c in &plan.clients {
         let Some(got) = seen.shared.clients.get(&c.id) else {
             return Err(format!("liveness: client {} never finished", c.id));
         };
         if got.vanished {
+            continue;
+        }
+        if plan.effects.is_some() {
+            check_rewritten(plan, &seen.effects, c, got)?;
             continue;
         }
         let sent = seen
@@ -69,7 +95,124 @@ pub(crate) fn check(plan: &Plan, seen: &Observed) -> Result<(), String> {
             seen.obs.sessions, seen.obs.engine_idle
         ));
     }
+    if seen.effects.in_flight() > 0 {
+        return Err(format!(
+            "quiescence: {} effects still in flight at the end",
+            seen.effects.in_flight()
+        ));
+    }
+    if plan.effects.is_some() {
+        check_effect_log(plan, &seen.effects)?;
+    }
     check_reports(plan, seen)
+}
+
+/// What client `c` must hear for its lines, given what the effect model answered; and whether
+/// that is all of it (false: an `ASK` line's effect was never asked for, so the stream can only
+/// stop before its answer).
+fn expected_stream(c: &ClientPlan, effects: &EffectLog) -> Result<(Vec<u8>, bool), String> {
+    let mut out = Vec::new();
+    for (k, line) in c.lines.iter().enumerate() {
+        let Some(x) = line.strip_prefix(b"ASK ") else {
+            out.extend(line.iter().map(u8::to_ascii_uppercase));
+            continue;
+        };
+        let x = &x[..x.len() - 1];
+        let asked: Vec<_> = effects.for_payload(x).collect();
+        match asked[..] {
+            [] => return Ok((out, false)),
+            [a] => match (&a.result, a.late) {
+                (Ok(r), false) => out.extend([&b"ANSWER "[..], r, b"\n"].concat()),
+                _ => out.extend_from_slice(b"FAILED\n"),
+            },
+            _ => {
+                return Err(format!(
+                    "rewritten stream: client {} line {k} asked for its effect {} times",
+                    c.id,
+                    asked.len()
+                ))
+            }
+        }
+    }
+    Ok((out, true))
+}
+
+/// The rewritten-stream oracle for one client (see the module doc).
+fn check_rewritten(
+    plan: &Plan,
+    effects: &EffectLog,
+    c: &ClientPlan,
+    got: &crate::hosts::ClientResult,
+) -> Result<(), String> {
+    let (want, complete) = expected_stream(c, effects)?;
+    let at = got.received.iter().zip(&want).position(|(a, b)| a != b);
+    let line_of = |at: usize| want[..at].iter().filter(|&&b| b == b'\n').count();
+    if let Some(at) = at.or((got.received.len() > want.len()).then_some(want.len())) {
+        return Err(format!(
+            "rewritten stream: client {} received {} bytes that differ from its {} expected at byte {at} (answer line {}): got {:?}",
+            c.id,
+            got.received.len(),
+            want.len(),
+            line_of(at.min(want.len())),
+            String::from_utf8_lossy(&got.received[at..got.received.len().min(at + 40)])
+        ));
+    }
+    if plan.primary_crashes {
+        return Ok(()); // a prefix, then the session ended
+    }
+    if let Some(e) = &got.error {
+        return Err(format!("rewritten stream: client {} failed: {e}", c.id));
+    }
+    if !complete {
+        return Err(format!(
+            "rewritten stream: client {} line {} is an ASK whose effect was never asked for",
+            c.id,
+            line_of(want.len())
+        ));
+    }
+    if got.received.len() < want.len() {
+        return Err(format!(
+            "rewritten stream: client {} received {} of its {} expected bytes ({} of {} answer lines)",
+            c.id,
+            got.received.len(),
+            want.len(),
+            line_of(got.received.len()),
+            c.lines.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Every effect asked for stands for an `ASK` line a client sent, and one session asked for all
+/// of a client's effects and for no other client's.
+fn check_effect_log(plan: &Plan, effects: &EffectLog) -> Result<(), String> {
+    let mut session_of: BTreeMap<u32, ConnId> = BTreeMap::new();
+    let mut client_of: BTreeMap<ConnId, u32> = BTreeMap::new();
+    for a in &effects.answered {
+        let x = &a.request.payload;
+        let client = plan.clients.iter().find(|c| {
+            c.lines.iter().any(|l| {
+                l.strip_prefix(b"ASK ")
+                    .is_some_and(|r| &r[..r.len() - 1] == x)
+            })
+        });
+        let Some(c) = client else {
+            return Err(format!(
+                "effect log: effect {} asked for {:?}, which no client sent",
+                a.id.0,
+                String::from_utf8_lossy(x)
+            ));
+        };
+        let conn = *session_of.entry(c.id).or_insert(a.conn);
+        let id = *client_of.entry(a.conn).or_insert(c.id);
+        if conn != a.conn || id != c.id {
+            return Err(format!(
+                "effect log: effect {} for client {}'s line came from session {}, which is client {id}'s (client {} is session {})",
+                a.id.0, c.id, a.conn.0, c.id, conn.0
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The report accounts for every backend of every session, with an outcome that fits the fault.
@@ -83,6 +226,12 @@ fn check_reports(plan: &Plan, seen: &Observed) -> Result<(), String> {
     }
     let clean = plan.faults.is_empty() && !plan.clients.iter().any(|c| c.vanish_after.is_some());
     for r in &seen.obs.reports {
+        if let Some(e) = &r.interceptor_error {
+            return Err(format!(
+                "report: session {} was closed for its interceptor: {e}",
+                r.conn.0
+            ));
+        }
         if r.backends.len() != 1 + plan.secondaries.len() {
             return Err(format!(
                 "report: session {} lists {} backends",

@@ -158,7 +158,9 @@ pub fn replay(
     };
     {
         let obs = obs.clone();
-        sim.host("proxy", move || run_proxy(spec.clone(), obs.clone()));
+        sim.host("proxy", move || {
+            run_proxy(spec.clone(), fanout_engine::Passthrough, None, obs.clone())
+        });
     }
     for (i, (host, _)) in backends.iter().enumerate() {
         let id = fanout_engine::BackendId(i as u16);

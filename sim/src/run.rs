@@ -2,7 +2,10 @@
 //! it settle, and check every oracle.
 
 use crate::driver::{run_proxy, ProxySpec};
+use crate::effects::{EffectLog, EffectLogRef, EffectModel};
 use crate::hosts::{self, Shared, SharedRef, BACKEND_PORT, PROXY_PORT};
+use crate::interceptor::{LineRewriter, LONGEST_EFFECT_ANSWER};
+use crate::line_hosts;
 use crate::observe::Observer;
 use crate::oracle;
 use crate::scenario::{Fault, Plan, Scenario};
@@ -25,8 +28,50 @@ pub struct RunResult {
     pub failures: u64,
     /// Reads paused by backpressure.
     pub pauses: u64,
+    /// The most unflushed bytes a client socket held after an engine step.
+    pub peak_client_unflushed: u64,
     /// Every backend outcome in the reports, as (role, outcome) counts.
     pub outcomes: std::collections::BTreeMap<(fanout_engine::Role, fanout_engine::Outcome), u64>,
+    /// Effects the model carried out, answered with an error, and answered after the timeout.
+    pub effects: EffectCounts,
+}
+
+/// How the effect model's faults struck in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EffectCounts {
+    pub requested: u64,
+    pub failed: u64,
+    pub late: u64,
+    /// The most effects in flight at one instant (requested, answer not yet delivered).
+    pub peak_in_flight: u64,
+    /// Effects in flight when the primary crashed (crash scenarios).
+    pub in_flight_at_crash: u64,
+}
+
+impl EffectCounts {
+    fn of(plan: &Plan, log: &EffectLog) -> EffectCounts {
+        let spans: Vec<(Duration, Duration)> = log
+            .answered
+            .iter()
+            .map(|a| (a.requested_at, a.requested_at + a.latency))
+            .collect();
+        let in_flight_at = |t: Duration| spans.iter().filter(|(a, b)| *a <= t && t < *b).count();
+        let crash = plan.faults.iter().find_map(|(at, f)| match f {
+            Fault::Crash(h) if h == "primary" => Some(*at),
+            _ => None,
+        });
+        EffectCounts {
+            requested: log.answered.len() as u64,
+            failed: log.answered.iter().filter(|a| a.result.is_err()).count() as u64,
+            late: log.answered.iter().filter(|a| a.late).count() as u64,
+            peak_in_flight: spans
+                .iter()
+                .map(|(a, _)| in_flight_at(*a))
+                .max()
+                .unwrap_or(0) as u64,
+            in_flight_at_crash: crash.map_or(0, in_flight_at) as u64,
+        }
+    }
 }
 
 /// Virtual time the liveness phase may take after the last fault heals.
@@ -36,6 +81,8 @@ const LIVENESS: Duration = Duration::from_secs(120);
 pub(crate) struct Observed {
     pub shared: Shared,
     pub obs: Observer,
+    /// What the effect model answered (intercept scenarios).
+    pub effects: EffectLog,
     /// Error from turmoil (a host failed, or the clients did not finish in time).
     pub sim_error: Option<String>,
 }
@@ -53,7 +100,12 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         .rng_seed(plan.seed)
         .build();
     let shared: SharedRef = Rc::new(RefCell::new(Shared::default()));
-    let obs = Rc::new(RefCell::new(Observer::new(&plan.cfg)));
+    let mut observer = Observer::new(&plan.cfg);
+    if plan.effects.is_some() {
+        observer = observer.with_effect_answers(LONGEST_EFFECT_ANSWER);
+    }
+    let obs = Rc::new(RefCell::new(observer));
+    let log: EffectLogRef = Rc::default();
 
     let mut backends = vec![("primary".to_string(), BACKEND_PORT)];
     for i in 0..plan.secondaries.len() {
@@ -64,25 +116,42 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         port: PROXY_PORT,
         backends,
     };
-    {
-        let obs = obs.clone();
-        sim.host("proxy", move || run_proxy(spec.clone(), obs.clone()));
-    }
-    {
-        let (seed, shared) = (plan.seed, shared.clone());
-        sim.host("primary", move || {
-            hosts::backend(seed, None, shared.clone())
-        });
-    }
+    let obs2 = obs.clone();
+    match &plan.effects {
+        None => sim.host("proxy", move || {
+            run_proxy(spec.clone(), fanout_engine::Passthrough, None, obs2.clone())
+        }),
+        Some(effects) => {
+            let model = EffectModel::new(plan.seed, effects.clone(), log.clone());
+            sim.host("proxy", move || {
+                run_proxy(
+                    spec.clone(),
+                    LineRewriter,
+                    Some(model.clone()),
+                    obs2.clone(),
+                )
+            })
+        }
+    };
+    let mut hosts = vec![("primary".to_string(), None)];
     for (i, kind) in plan.secondaries.iter().enumerate() {
-        let (seed, shared, kind) = (plan.seed, shared.clone(), *kind);
-        sim.host(format!("secondary{}", i + 1), move || {
-            hosts::backend(seed, Some(kind), shared.clone())
-        });
+        hosts.push((format!("secondary{}", i + 1), Some(*kind)));
+    }
+    for (name, kind) in hosts {
+        let (seed, shared) = (plan.seed, shared.clone());
+        if plan.effects.is_some() {
+            sim.host(name, line_hosts::echo_backend);
+        } else {
+            sim.host(name, move || hosts::backend(seed, kind, shared.clone()));
+        }
     }
     for c in &plan.clients {
         let (c, shared) = (c.clone(), shared.clone());
-        sim.client(format!("client{}", c.id), hosts::client(c, shared));
+        if plan.effects.is_some() {
+            sim.client(format!("client{}", c.id), line_hosts::client(c, shared));
+        } else {
+            sim.client(format!("client{}", c.id), hosts::client(c, shared));
+        }
     }
     // The auditor outlives the clients by every deadline, so the engine's last timers have fired
     // when the run ends and the quiescence oracle reads its final state.
@@ -108,9 +177,13 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
     let obs = Rc::try_unwrap(obs)
         .map(RefCell::into_inner)
         .unwrap_or_else(|_| Observer::default());
+    let effects = Rc::try_unwrap(log)
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
     Observed {
         shared,
         obs,
+        effects,
         sim_error,
     }
 }
@@ -150,13 +223,18 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
 /// Runs `scenario` with `seed` and checks every oracle (including, for duplex scenarios, the twin
 /// run without secondaries).
 pub fn run(scenario: Scenario, seed: u64) -> RunResult {
-    let plan = Plan::new(scenario, seed);
-    let seen = simulate(&plan);
-    let mut failure = oracle::check(&plan, &seen).err();
+    run_plan(&Plan::new(scenario, seed))
+}
+
+/// Runs a plan (made by [`Plan::new`], possibly changed) and checks every oracle.
+pub fn run_plan(plan: &Plan) -> RunResult {
+    let (scenario, seed) = (plan.scenario, plan.seed);
+    let seen = simulate(plan);
+    let mut failure = oracle::check(plan, &seen).err();
     if failure.is_none() && scenario.is_duplex() {
         let twin_plan = plan.without_secondaries();
         let twin = simulate(&twin_plan);
-        failure = oracle::same_for_clients(&plan, &seen, &twin).err();
+        failure = oracle::same_for_clients(plan, &seen, &twin).err();
     }
     RunResult {
         scenario,
@@ -167,6 +245,7 @@ pub fn run(scenario: Scenario, seed: u64) -> RunResult {
         sessions: seen.obs.accepted,
         failures: seen.obs.failures,
         pauses: seen.obs.pauses,
+        peak_client_unflushed: seen.obs.peak_client_unflushed,
         outcomes: seen.obs.reports.iter().flat_map(|r| &r.backends).fold(
             Default::default(),
             |mut m, b| {
@@ -174,6 +253,7 @@ pub fn run(scenario: Scenario, seed: u64) -> RunResult {
                 m
             },
         ),
+        effects: EffectCounts::of(plan, &seen.effects),
     }
 }
 

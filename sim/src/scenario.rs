@@ -1,5 +1,6 @@
 //! Scenarios, and the plan every knob of a run is derived from: one seed in, one [`Plan`] out.
 
+use crate::effects::EffectPlan;
 use fanout_engine::Config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,10 +39,26 @@ pub enum Scenario {
     SlowClient,
     /// Many short sessions opening and closing while secondary faults come and go.
     Churn,
+    /// The line rewriter (`interceptor.rs`) answers `ASK` lines from effects that take 1–300 ms
+    /// and partly fail; nothing else goes wrong. Pipelined clients, some ending on an `ASK`
+    /// line, catch output that overtakes a pending effect and a FIN that leaves before one.
+    InterceptEffects,
+    /// The line rewriter with effects of which 30–70 % answer after the effect timeout: the
+    /// client hears `FAILED` at their place and the late results are ignored.
+    InterceptEffectTimeout,
+    /// The line rewriter's primary crashes while effects are pending, and restarts later.
+    InterceptBackendCrash,
+    /// The line rewriter with clients that send 170–320 KB of lines and stop reading for
+    /// 1.5–3 s while the rewritten answers keep coming: the answers must pace the primary, and
+    /// the primary the client, or the limits oracle sees the bytes pile up.
+    InterceptStalledClient,
+    /// Many short line-rewriter sessions with a mirrored secondary while partitions, holds and
+    /// crashes of the mirror come and go, effects fail and time out, and some clients vanish.
+    InterceptChurn,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::RelayHealthy,
         Scenario::DuplexPartition,
         Scenario::DuplexHold,
@@ -57,6 +74,11 @@ impl Scenario {
         Scenario::ClientVanish,
         Scenario::SlowClient,
         Scenario::Churn,
+        Scenario::InterceptEffects,
+        Scenario::InterceptEffectTimeout,
+        Scenario::InterceptBackendCrash,
+        Scenario::InterceptStalledClient,
+        Scenario::InterceptChurn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +98,11 @@ impl Scenario {
             Scenario::ClientVanish => "client-vanish",
             Scenario::SlowClient => "slow-client",
             Scenario::Churn => "churn",
+            Scenario::InterceptEffects => "intercept-effects",
+            Scenario::InterceptEffectTimeout => "intercept-effect-timeout",
+            Scenario::InterceptBackendCrash => "intercept-backend-crash",
+            Scenario::InterceptStalledClient => "intercept-stalled-client",
+            Scenario::InterceptChurn => "intercept-churn",
         }
     }
 
@@ -85,9 +112,25 @@ impl Scenario {
 
     /// Whether the run has a secondary (and so a twin run without it to compare against).
     pub fn is_duplex(self) -> bool {
-        !matches!(
+        use Scenario::*;
+        match self {
+            RelayHealthy | PrimaryCrash | SlowClient => false,
+            InterceptChurn => true,
+            _ => !self.is_intercept(),
+        }
+    }
+
+    /// Whether the proxy runs the line rewriter with the effect model (and clients and backends
+    /// speak lines) instead of relaying the framed protocol.
+    pub fn is_intercept(self) -> bool {
+        use Scenario::*;
+        matches!(
             self,
-            Scenario::RelayHealthy | Scenario::PrimaryCrash | Scenario::SlowClient
+            InterceptEffects
+                | InterceptEffectTimeout
+                | InterceptBackendCrash
+                | InterceptStalledClient
+                | InterceptChurn
         )
     }
 }
@@ -137,6 +180,11 @@ pub struct ClientPlan {
     pub vanish_after: Option<u32>,
     /// Pause between reads (a slow reader), each read at most 4 KiB.
     pub read_delay: Duration,
+    /// Intercept scenarios: the `\n`-terminated lines the client sends (`request_len` is their
+    /// total length, `response_len` unused). Empty in the framed protocol.
+    pub lines: Vec<Vec<u8>>,
+    /// Intercept scenarios: how long the client reads nothing at first, while it sends.
+    pub stall: Duration,
 }
 
 /// Everything a run does, derived from (scenario, seed).
@@ -153,6 +201,8 @@ pub struct Plan {
     pub heal_at: Duration,
     /// Whether the primary crashes in this run.
     pub primary_crashes: bool,
+    /// Intercept scenarios: the effect model's knobs (the proxy runs the line rewriter).
+    pub effects: Option<EffectPlan>,
 }
 
 fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
@@ -181,10 +231,17 @@ pub fn sim_config(secondaries: u16) -> Config {
 
 pub const SECONDARY: &str = "secondary1";
 
+/// Most `ASK` lines one client sends: below `Config::max_effects`, so the line rewriter never
+/// has to answer `BUSY`.
+pub const MAX_ASKS: usize = 40;
+
 impl Plan {
     pub fn new(scenario: Scenario, seed: u64) -> Plan {
         let mut rng =
             ChaCha8Rng::seed_from_u64(seed ^ (scenario as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if scenario.is_intercept() {
+            return Plan::intercept(scenario, seed, &mut rng);
+        }
         use Scenario::*;
         let n_clients = match scenario {
             Churn => rng.random_range(20..=40),
@@ -215,6 +272,8 @@ impl Plan {
                 } else {
                     Duration::ZERO
                 },
+                lines: Vec::new(),
+                stall: Duration::ZERO,
             });
         }
         let secondary_kind = match scenario {
@@ -262,20 +321,7 @@ impl Plan {
                 faults.push((start, Fault::Crash("primary".into())));
                 faults.push((end, Fault::Bounce("primary".into())));
             }
-            Churn => {
-                let mut at = start;
-                for _ in 0..rng.random_range(2..=6) {
-                    let (on, off) = match rng.random_range(0..3) {
-                        0 => (Fault::Partition(s.clone()), Fault::Repair(s.clone())),
-                        1 => (Fault::Hold(s.clone()), Fault::Release(s.clone())),
-                        _ => (Fault::Crash(s.clone()), Fault::Bounce(s.clone())),
-                    };
-                    faults.push((at, on));
-                    at += ms(&mut rng, 50, 1_000);
-                    faults.push((at, off));
-                    at += ms(&mut rng, 50, 1_000);
-                }
-            }
+            Churn => faults = secondary_churn(&mut rng, start),
             _ => {}
         }
         let heal_at = faults.last().map(|(t, _)| *t).unwrap_or_default();
@@ -288,6 +334,108 @@ impl Plan {
             faults,
             heal_at,
             primary_crashes,
+            effects: None,
+        }
+    }
+
+    /// The plan of an intercept scenario: line clients, echo backends, the effect model.
+    fn intercept(scenario: Scenario, seed: u64, rng: &mut ChaCha8Rng) -> Plan {
+        use Scenario::*;
+        let n_clients = match scenario {
+            InterceptChurn => rng.random_range(20..=40),
+            InterceptStalledClient => rng.random_range(1..=4),
+            _ => rng.random_range(1..=12),
+        };
+        let mut clients = Vec::new();
+        for id in 0..n_clients {
+            let stalls = scenario == InterceptStalledClient && (id == 0 || rng.random_bool(0.5));
+            let (n_lines, word_max) = match scenario {
+                InterceptChurn => (rng.random_range(1..=20), 24),
+                _ if stalls => (rng.random_range(800..=1_500), 400),
+                _ => (rng.random_range(1..=120), 120),
+            };
+            let ask_per_mille = rng.random_range(0..=400);
+            let last_asks = rng.random_bool(0.5);
+            let lines = line_script(rng, id, n_lines, word_max, ask_per_mille, last_asks);
+            let request_len: usize = lines.iter().map(Vec::len).sum();
+            let churn = scenario == InterceptChurn;
+            clients.push(ClientPlan {
+                id,
+                start_at: ms(rng, 0, if churn { 4_000 } else { 500 }),
+                request_len: request_len as u32,
+                response_len: 0,
+                chunk: if stalls {
+                    rng.random_range(4_096..=16_384)
+                } else {
+                    rng.random_range(16..=4_096)
+                },
+                gap: ms(rng, 0, if stalls { 5 } else { 20 }),
+                half_close: rng.random_bool(0.5),
+                vanish_after: (churn && rng.random_bool(0.2))
+                    .then(|| rng.random_range(0..request_len as u32)),
+                read_delay: if scenario == InterceptStalledClient {
+                    ms(rng, 0, 5)
+                } else {
+                    Duration::ZERO
+                },
+                lines,
+                stall: if stalls {
+                    ms(rng, 1_500, 3_000)
+                } else {
+                    Duration::ZERO
+                },
+            });
+        }
+        let mut cfg = sim_config(0);
+        cfg.effect_timeout = Duration::from_secs(1);
+        let span = |lo, hi| (Duration::from_millis(lo), Duration::from_millis(hi));
+        let mut effects = EffectPlan {
+            latency: span(1, 300),
+            fail_per_mille: rng.random_range(0..=300),
+            slow_per_mille: 0,
+            slow_by: span(0, 1_500),
+            timeout: cfg.effect_timeout,
+        };
+        let mut secondaries = Vec::new();
+        let mut faults = Vec::new();
+        let mut primary_crashes = false;
+        let start = ms(rng, 100, 800);
+        match scenario {
+            InterceptEffectTimeout => {
+                effects.fail_per_mille = rng.random_range(0..=100);
+                effects.slow_per_mille = rng.random_range(300..=700);
+            }
+            InterceptBackendCrash => {
+                effects.latency = span(20, 800);
+                effects.slow_per_mille = rng.random_range(0..=100);
+                primary_crashes = true;
+                faults.push((start, Fault::Crash("primary".into())));
+                faults.push((start + ms(rng, 100, 3_000), Fault::Bounce("primary".into())));
+            }
+            InterceptStalledClient => {
+                effects.latency = span(1, 100);
+                effects.fail_per_mille = rng.random_range(0..=100);
+            }
+            InterceptChurn => {
+                effects.fail_per_mille = rng.random_range(0..=200);
+                effects.slow_per_mille = rng.random_range(0..=200);
+                secondaries.push(SecondaryKind::Honest);
+                faults = secondary_churn(rng, start);
+            }
+            _ => {}
+        }
+        cfg.secondaries = secondaries.len() as u16;
+        let heal_at = faults.last().map(|(t, _)| *t).unwrap_or_default();
+        Plan {
+            scenario,
+            seed,
+            cfg,
+            clients,
+            secondaries,
+            faults,
+            heal_at,
+            primary_crashes,
+            effects: Some(effects),
         }
     }
 
@@ -299,6 +447,58 @@ impl Plan {
         twin.faults.retain(|(_, f)| !f.names(SECONDARY));
         twin
     }
+}
+
+/// Partitions, holds and crashes of the secondary, one after another from `start`.
+fn secondary_churn(rng: &mut ChaCha8Rng, start: Duration) -> Vec<(Duration, Fault)> {
+    let s = SECONDARY.to_string();
+    let mut faults = Vec::new();
+    let mut at = start;
+    for _ in 0..rng.random_range(2..=6) {
+        let (on, off) = match rng.random_range(0..3) {
+            0 => (Fault::Partition(s.clone()), Fault::Repair(s.clone())),
+            1 => (Fault::Hold(s.clone()), Fault::Release(s.clone())),
+            _ => (Fault::Crash(s.clone()), Fault::Bounce(s.clone())),
+        };
+        faults.push((at, on));
+        at += ms(rng, 50, 1_000);
+        faults.push((at, off));
+        at += ms(rng, 50, 1_000);
+    }
+    faults
+}
+
+/// A line client's script: `n` lines, about `ask_per_mille` of them `ASK c<id>.<k>.<word>` (at
+/// most [`MAX_ASKS`], the last one too when `last_asks`), the others `put c<id> n<k> <word>`,
+/// words of lower-case letters so the rewrite shows. Every line names its client and its index,
+/// so bytes of another session or a misplaced answer cannot pass for the right ones.
+fn line_script(
+    rng: &mut ChaCha8Rng,
+    id: u32,
+    n: usize,
+    word_max: usize,
+    ask_per_mille: u32,
+    last_asks: bool,
+) -> Vec<Vec<u8>> {
+    let word = |rng: &mut ChaCha8Rng, max: usize| -> String {
+        let len = rng.random_range(1..=max);
+        (0..len)
+            .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+            .collect()
+    };
+    let mut asks = 0;
+    (0..n)
+        .map(|k| {
+            let ask = asks < MAX_ASKS
+                && (rng.random_range(0..1000) < ask_per_mille || (last_asks && k + 1 == n));
+            if ask {
+                asks += 1;
+                format!("ASK c{id}.{k}.{}\n", word(rng, 12)).into_bytes()
+            } else {
+                format!("put c{id} n{k} {}\n", word(rng, word_max)).into_bytes()
+            }
+        })
+        .collect()
 }
 
 impl Fault {

@@ -53,3 +53,32 @@ fn a_healthy_duplex_secondary_ends_ok() {
         runs.iter().map(|r| r.sessions).sum()
     );
 }
+
+#[test]
+fn effects_fail_time_out_and_overlap() {
+    let effects = runs(Scenario::InterceptEffects);
+    assert!(effects.iter().map(|r| r.effects.failed).sum::<u64>() > 0);
+    assert!(effects.iter().all(|r| r.effects.late == 0));
+    assert!(effects.iter().any(|r| r.effects.peak_in_flight > 1));
+    let timeouts = runs(Scenario::InterceptEffectTimeout);
+    assert!(timeouts.iter().map(|r| r.effects.late).sum::<u64>() > 0);
+}
+
+#[test]
+fn the_primary_crashes_with_effects_in_flight() {
+    let runs = runs(Scenario::InterceptBackendCrash);
+    assert!(
+        runs.iter()
+            .map(|r| r.effects.in_flight_at_crash)
+            .sum::<u64>()
+            > 0
+    );
+}
+
+#[test]
+fn stalled_clients_fill_their_queue_and_pause_the_primary() {
+    let runs = runs(Scenario::InterceptStalledClient);
+    let high_water = fanout_sim::scenario::sim_config(0).high_water;
+    assert!(runs.iter().all(|r| r.pauses > 0));
+    assert!(runs.iter().all(|r| r.peak_client_unflushed > high_water));
+}

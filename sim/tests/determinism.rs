@@ -9,6 +9,8 @@ fn the_same_seed_twice_gives_the_same_digest() {
         Scenario::Churn,
         Scenario::DuplexBounce,
         Scenario::SlowClient,
+        // Effects: their latencies, failures and late results are engine inputs in the digest.
+        Scenario::InterceptBackendCrash,
     ] {
         let (a, b) = (run(scenario, 11), run(scenario, 11));
         assert_eq!(

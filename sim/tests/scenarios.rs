@@ -68,4 +68,9 @@ scenarios! {
     client_vanish => ClientVanish,
     slow_client => SlowClient,
     churn => Churn,
+    intercept_effects => InterceptEffects,
+    intercept_effect_timeout => InterceptEffectTimeout,
+    intercept_backend_crash => InterceptBackendCrash,
+    intercept_stalled_client => InterceptStalledClient,
+    intercept_churn => InterceptChurn,
 }
