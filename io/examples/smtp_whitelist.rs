@@ -3,8 +3,9 @@
 //! real server.
 //!
 //! ```text
-//! cargo run --release -p fanout-io --example smtp_whitelist -- --listen 127.0.0.1:2524 \
-//!     --to 127.0.0.1:2525 --allow ilya@igvita.com --allow @example.com
+//! cargo run --release --example smtp_whitelist -- --listen 127.0.0.1:2524 --to 127.0.0.1:2525
+//! cargo run --release --example smtp_whitelist -- --listen 127.0.0.1:2524 --to 127.0.0.1:2525 \
+//!     --allow you@example.com --allow @example.org
 //! python3 -c 'import smtplib; s = smtplib.SMTP("127.0.0.1", 2524); \
 //!     print(s.sendmail("a@b.c", ["ilya@igvita.com"], "Subject: hi\r\n\r\nhello"))'
 //! ```
@@ -29,7 +30,8 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 struct Flags {
     /// An address allowed as a recipient (`user@host`), or a whole domain (`@host`). Repeat.
-    #[arg(long, value_name = "ADDRESS", required = true)]
+    /// Without it, em-proxy's example's one address.
+    #[arg(long, value_name = "ADDRESS", default_value = "ilya@igvita.com")]
     allow: Vec<String>,
 }
 
