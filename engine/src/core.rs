@@ -466,7 +466,11 @@ impl Core {
         self.client
             .apply_flow(SockId::client(conn), target, ctx.cfg, ctx.out);
         for i in 0..self.legs.len() {
-            let target = self.worst_backlog(self.legs[i].side.feeds, ctx);
+            let feeds = self.legs[i].side.feeds;
+            if feeds == 0 && !self.legs[i].side.paused {
+                continue; // feeds nobody (a secondary): never paused
+            }
+            let target = self.worst_backlog(feeds, ctx);
             let leg = &mut self.legs[i];
             leg.side
                 .apply_flow(SockId::backend(conn, leg.id), target, ctx.cfg, ctx.out);
