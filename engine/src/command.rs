@@ -39,6 +39,7 @@ pub enum Command {
     Effect {
         conn: ConnId,
         id: EffectId,
-        request: EffectRequest,
+        /// Boxed: commands are moved through a queue for every write, and this is the rare one.
+        request: Box<EffectRequest>,
     },
 }

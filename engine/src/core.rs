@@ -284,7 +284,7 @@ impl Core {
         ctx.out.push_back(Command::Effect {
             conn: self.conn,
             id,
-            request,
+            request: Box::new(request),
         });
         Ok(id)
     }

@@ -40,9 +40,9 @@ impl EffectRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EffectError {
     /// The executor ran it and it failed (the store refused, the service answered an error).
-    Failed(String),
+    Failed(Box<str>),
     /// The executor could not take it (its queue is full, it is shutting down).
-    Unavailable(String),
+    Unavailable(Box<str>),
     /// No result within [`Config::effect_timeout`](crate::Config::effect_timeout); the engine
     /// gave up on it and ignores a result that comes later.
     TimedOut,

@@ -60,10 +60,8 @@ struct Verdicts {
 impl Executor for Verdicts {
     fn execute(&self, request: &EffectRequest) -> EffectResult {
         if request.kind != "spam-verdict" {
-            return Err(EffectError::Failed(format!(
-                "unknown effect {}",
-                request.kind
-            )));
+            let why = format!("unknown effect {}", request.kind);
+            return Err(EffectError::Failed(why.into()));
         }
         std::thread::sleep(self.delay);
         let message = request.payload.to_ascii_lowercase();

@@ -298,7 +298,7 @@ impl<I: Interceptor> Driver<I> {
             }
             Command::Report(r) => self.reports.emit(&r),
             Command::Drained => self.done = true,
-            Command::Effect { id, request, .. } => self.effect(id, request),
+            Command::Effect { id, request, .. } => self.effect(id, *request),
         }
     }
 

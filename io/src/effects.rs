@@ -223,7 +223,9 @@ fn run(executor: &dyn Executor, request: &EffectRequest) -> EffectResult {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "no message".into());
         tracing::error!("effect executor panicked on {:?}: {why}", request.kind);
-        Err(EffectError::Failed(format!("the executor panicked: {why}")))
+        Err(EffectError::Failed(
+            format!("the executor panicked: {why}").into(),
+        ))
     })
 }
 
@@ -298,7 +300,7 @@ mod tests {
                         .recv_timeout(Duration::from_secs(10));
                     Ok(Bytes::new())
                 }
-                other => Err(EffectError::Failed(format!("unknown kind {other}"))),
+                other => Err(EffectError::Failed(format!("unknown kind {other}").into())),
             }
         }
     }

@@ -294,7 +294,7 @@ pub async fn run_proxy<I: Interceptor>(
                     let tx = tx.clone();
                     match &effects {
                         Some(model) => {
-                            let done = model.execute(epoch.elapsed(), conn, id, request);
+                            let done = model.execute(epoch.elapsed(), conn, id, *request);
                             tokio::task::spawn_local(async move {
                                 let _ = tx.send(Msg::Event(done.await));
                             });

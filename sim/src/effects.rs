@@ -153,7 +153,9 @@ impl EffectModel {
         let result = match (failed, request.kind.as_str()) {
             (true, _) => Err(EffectError::Failed("the model failed it".into())),
             (false, "ask") => Ok(lookup(self.seed, &request.payload)),
-            (false, kind) => Err(EffectError::Failed(format!("no such effect: {kind}"))),
+            (false, kind) => Err(EffectError::Failed(
+                format!("no such effect: {kind}").into(),
+            )),
         };
         (latency, result)
     }

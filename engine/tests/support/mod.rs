@@ -145,7 +145,7 @@ impl<I: Interceptor> Harness<I> {
                     !self.effects.iter().any(|(_, e, _)| e == id),
                     "effect {id:?} requested twice"
                 );
-                self.effects.push((*conn, *id, request.clone()));
+                self.effects.push((*conn, *id, (**request).clone()));
             }
         }
     }
