@@ -422,6 +422,11 @@ impl Core {
             self.client.try_fin(SockId::client(conn), ctx.out);
             if self.client.fin == Fin::Sent && self.close_client_after_fin {
                 self.client.close(SockId::client(conn), false, ctx.out);
+                // Nothing more will come from the client: every backend gets its FIN after what
+                // it was sent (em-proxy closes them after writing too).
+                for leg in &mut self.legs {
+                    leg.side.want_fin();
+                }
             }
         }
         if self.client.is_done() {

@@ -679,3 +679,25 @@ fn answers_from_effects_pace_the_source_that_asked_for_them() {
     h.flush(client(1));
     assert!(!h.is_paused(client(1)));
 }
+
+#[test]
+fn close_client_lets_every_backend_finish_with_a_fin() {
+    let mut h = primary_then(|ev, c| {
+        if let Ev::Data(d) = ev {
+            c.forward(d.clone());
+            c.answer(bytes(b"bye"));
+            c.close_client();
+        }
+    });
+    h.open(1);
+    h.read(client(1), b"last words");
+    h.flush_all();
+    assert!(h.is_closed(client(1)) && h.is_shut(client(1)));
+    assert_eq!(h.sent(client(1)), b"bye");
+    assert!(h.is_shut(backend(1, P)), "the primary gets its FIN after its bytes");
+    assert_eq!(h.sent(backend(1, P)), b"last words");
+    h.eof(backend(1, P));
+    h.flush_all();
+    assert_eq!(h.reports[0].backends[0].outcome, Outcome::Ok);
+    h.assert_quiescent();
+}
