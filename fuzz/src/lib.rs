@@ -18,8 +18,8 @@
 //!
 //! - [`engine_events`]: arbitrary operation sequences driven into an [`Engine`](fanout_engine::Engine)
 //!   under relay and duplex configurations with small limits, by a model driver ([`driver`]) that
-//!   checks every command against the contract, then a liveness phase after which the engine must
-//!   be idle.
+//!   checks every command against the contract and the relay/duplex streams ([`relay`]), then a
+//!   liveness phase after which the engine must be idle.
 //! - [`capture_decoder`]: raw bytes into the capture decoder, and whatever decodes replayed into an
 //!   engine.
 //!
@@ -32,6 +32,7 @@
 pub mod capture_decoder;
 pub mod driver;
 pub mod engine_events;
+pub mod relay;
 
 /// A fuzz target: it takes any bytes and panics on a bug.
 pub type Target = fn(&[u8]);
