@@ -66,10 +66,12 @@ fn to(name: u8, primary: bool) -> u8 {
 const EAGER: Flags = Flags {
     eager: true,
     failover: false,
+    workarounds: false,
 };
 const LAZY: Flags = Flags {
     eager: false,
     failover: false,
+    workarounds: false,
 };
 
 /// Every seed, by name.
@@ -391,6 +393,71 @@ pub fn seeds() -> Vec<(&'static str, Scenario)> {
                     Op::AdvanceToDeadline,
                 ],
             },
+        ),
+    ]
+}
+
+/// Inputs on which the current engine breaks its contract (found by this target, reported, not
+/// fixed): each with the failure it shows today. `tests/findings.rs` runs them (ignored until the
+/// engine is fixed); with [`Flags::workarounds`] the interceptor avoids each gap and they pass.
+pub fn findings() -> Vec<(&'static str, Scenario, &'static str)> {
+    use Action::*;
+    let mut effects = vec![Op::Accept];
+    for _ in 0..8 {
+        effects.push(chunk(0, Effect, 0, 10));
+        effects.push(ok(0, 4096));
+    }
+    vec![
+        (
+            // close_client closes the client after its FIN, but the primary never gets a FIN:
+            // once it sent EOF the session lingers until the idle timeout.
+            "close-client-leaves-backend-open",
+            Scenario {
+                limits: limits(),
+                flags: EAGER,
+                ops: vec![Op::Accept, connect(0, 0), chunk(0, CloseClient, 0, 1)],
+            },
+            "engine holds state after every peer finished and every queue drained",
+        ),
+        (
+            // The client's EOF makes every backend open at that moment want a FIN; one opened
+            // later (here the replacement of a refused primary) never gets one, and the session
+            // lingers until the idle timeout.
+            "backend-opened-after-client-eof-never-gets-fin",
+            Scenario {
+                limits: limits(),
+                flags: Flags {
+                    failover: true,
+                    ..EAGER
+                },
+                ops: vec![
+                    Op::Accept,
+                    chunk(0, Forward, 0, 10),
+                    eof(0, 0),
+                    Op::ConnectFail {
+                        conn: 0,
+                        backend: 0,
+                        reason: Reason::Refused,
+                    },
+                ],
+            },
+            "engine holds state after every peer finished and every queue drained",
+        ),
+        (
+            // What on_effect writes records no route, so a client whose requests are all answered
+            // by effects is never paused: 10-byte requests, 4 KiB answers, a client that never
+            // reads, and the proxy buffers without bound (24 KiB here, past the 20 KiB bound).
+            "effect-answers-escape-flow-control",
+            Scenario {
+                limits: Limits {
+                    high_water: 255,
+                    low_water: 16,
+                    ..limits()
+                },
+                flags: LAZY,
+                ops: effects,
+            },
+            "conn 1 client holds 24576 bytes (unflushed and behind effects), limit 20736",
         ),
     ]
 }
