@@ -694,7 +694,10 @@ fn close_client_lets_every_backend_finish_with_a_fin() {
     h.flush_all();
     assert!(h.is_closed(client(1)) && h.is_shut(client(1)));
     assert_eq!(h.sent(client(1)), b"bye");
-    assert!(h.is_shut(backend(1, P)), "the primary gets its FIN after its bytes");
+    assert!(
+        h.is_shut(backend(1, P)),
+        "the primary gets its FIN after its bytes"
+    );
     assert_eq!(h.sent(backend(1, P)), b"last words");
     h.eof(backend(1, P));
     h.flush_all();

@@ -1,40 +1,42 @@
-//! A model driver for fuzzing: it plays every socket and the clock, feeds the engine only what a
-//! real driver could observe, carries out every command on its model of the sockets, and panics
-//! the moment the engine breaks a promise of its contract (`engine/src/lib.rs`).
+//! A model driver for fuzzing: it plays every socket, the clock and the effect executor, feeds the
+//! engine only what a real driver could observe, carries out every command on its model of the
+//! sockets, and panics the moment the engine breaks a promise of its contract (`engine/src/lib.rs`).
 //!
-//! What it checks, after every command or input:
+//! It drives any [`Engine<I>`](Engine): what the streams must contain depends on the interceptor,
+//! so that part of the oracle is a [`Model`] (relay and duplex: [`Relay`]; the `intercept_events`
+//! target's interceptor: its own model). What the driver checks for every engine, after every
+//! command or input:
 //!
-//! - **Commands name known sockets**: `Connect` only for an accepted session's configured backend,
-//!   once; `Write`, `Shutdown`, `PauseRead`, `ResumeRead` only on an open socket; nothing after
-//!   `Close` or after the driver reported the socket failed.
-//! - **Writes**: never empty, never before connect or after `Shutdown`, and byte for byte the
-//!   stream they come from, in order (a backend gets exactly the client's bytes; the client
-//!   exactly the primary's). Read data is a keyed pattern so any loss, duplication or reordering
-//!   shows.
-//! - **FIN**: `Shutdown` only with nothing queued, and only once the whole source stream went out.
-//! - **Orderly close**: the engine closes a socket that has not finished both ways (our FIN sent
-//!   with nothing queued, the peer's EOF read) only when a deadline, a failure or a refused accept
-//!   forces it, or a client read pushes a secondary past its budget. A response's tail is never
-//!   dropped on the floor.
-//! - **Limits**: a secondary never holds more than its budget; the primary and client never more
-//!   than the high-water mark plus one read. A reader is paused while its target is above the high
-//!   mark and resumed once it is at or below the low mark.
+//! - **Commands name known sockets**: `Connect` only for an accepted session's backend, once;
+//!   `Write`, `Shutdown`, `PauseRead`, `ResumeRead` only on an open socket; nothing after `Close`
+//!   or after the driver reported the socket failed; `Effect` only for an accepted session, each
+//!   id once.
+//! - **Writes**: never empty, never before connect or after `Shutdown`; their bytes are checked
+//!   by the model ([`Model::write`]) against the stream the socket must receive, in order.
+//! - **FIN**: `Shutdown` only with nothing queued (and what the model requires).
+//! - **Orderly close**: a socket closed before it finished both ways (our FIN sent with nothing
+//!   queued, the peer's EOF read) only when the model allows it ([`Model::close`]).
+//! - **Limits**: no socket holds more than the model's limit; a reader is paused while what it
+//!   feeds is above the high-water mark and resumed once it is at or below the low mark
+//!   ([`Model::pause_target`]); pause and resume alternate and never follow EOF.
 //! - **Accounting**: the engine's unflushed bytes, open clients and known sockets agree with the
-//!   driver's; reports count the bytes each backend sent and was sent.
-//! - **No leaks**: [`Driver::finish`] lets every peer finish; the engine must then be idle without
-//!   waiting for any deadline, and still after a day of virtual time; every socket must be
-//!   closed, every served session reported, and a requested drain finished.
+//!   driver's; reports count the bytes each backend sent and was sent, once per session.
+//! - **No leaks**: [`Driver::finish`] answers every effect and lets every peer finish; the engine
+//!   must then be idle without waiting for any deadline, and still after a day of virtual time;
+//!   every socket must be closed, every served session reported, and a requested drain finished.
 //!
 //! This is deliberately a separate, leaner model from `engine/tests/support` (a test module, not
 //! importable): that one records streams for assertions in hand-written tests; this one checks
-//! streams against a pattern so it stays fast on long fuzz inputs.
+//! streams as they are written, so it stays fast on long fuzz inputs.
 
 use fanout_engine::{
-    BackendId, Bytes, Command, Config, ConnId, Engine, Event, Failure, Instant, Peer,
-    SessionReport, SockId,
+    Bytes, Command, Config, ConnId, EffectId, EffectRequest, EffectResult, Engine, Event, Failure,
+    Instant, Interceptor, Passthrough, Peer, SessionReport, SockId, UpstreamId,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+pub use crate::relay::{pattern, Relay};
 
 /// The largest single read the driver feeds. The primary's and client's queues may exceed the high
 /// water mark by at most this much (the read that crossed it).
@@ -87,39 +89,23 @@ impl Sock {
         }
     }
 
-    fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
     /// A driver would read from it: open, not paused, no EOF yet.
-    fn readable(&self) -> bool {
+    pub fn readable(&self) -> bool {
         self.is_open() && !self.paused && !self.read_closed
     }
-}
 
-/// The byte at `offset` of the stream `sock`'s peer sends. Backends of a session send the same
-/// response except backend 2, which differs from offset 100 on, so duplex comparisons see both
-/// matches and differences.
-pub fn pattern(sock: SockId, offset: u64) -> u8 {
-    let (stream, salt) = match sock.peer {
-        Peer::Client => (sock.conn.0 * 2, 0),
-        Peer::Backend(b) => (
-            sock.conn.0 * 2 + 1,
-            if b.0 == 2 && offset >= 100 { 0x5a } else { 0 },
-        ),
-    };
-    let x = (stream << 40 ^ offset).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((x >> 56) as u8) ^ salt
-}
-
-/// Which stream the engine writes to `sock`: the client's to a backend, the primary's to the
-/// client.
-fn source(sock: SockId) -> SockId {
-    match sock.peer {
-        Peer::Client => SockId::backend(sock.conn, BackendId::PRIMARY),
-        Peer::Backend(_) => SockId::client(sock.conn),
+    /// Finished both ways: our FIN went out with nothing queued, and the peer's EOF was read.
+    pub fn finished(&self) -> bool {
+        self.shut && self.read_closed && self.queued == 0
     }
 }
+
+/// Every socket the driver ever had, by id.
+pub type Socks = BTreeMap<SockId, Sock>;
 
 /// An event for a socket the engine already closed: a real driver may deliver one that was in
 /// flight when the engine closed it. The engine must ignore it.
@@ -132,50 +118,171 @@ pub enum Stale {
     Connected,
 }
 
+/// What the event being handled allows the engine to close abruptly, by the driver's generic
+/// rule (a [`Model`] may allow more, or less).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forcing {
+    /// Nothing: every socket must finish both ways before it closes.
+    None,
+    /// A client read may push a secondary past its budget.
+    Secondaries,
+    /// A deadline, a failure or a refused accept may cut any socket off.
+    Any,
+}
+
+/// The part of the oracle that depends on the interceptor: what each socket must receive, when a
+/// FIN or an abrupt close is due, what a report says, and the limits. The driver calls it as it
+/// carries out every command; each method panics on a broken promise.
+pub trait Model {
+    /// The interceptor the engine runs.
+    type Hooks: Interceptor;
+
+    /// The engine handled `event` at `now`; none of the commands it caused is carried out yet
+    /// (`socks` is the driver's view from before them). A model that follows the interceptor's
+    /// hook calls replays them here.
+    fn handled(
+        &mut self,
+        now: Instant,
+        event: &Event,
+        engine: &Engine<Self::Hooks>,
+        socks: &Socks,
+    ) {
+        let _ = (now, event, engine, socks);
+    }
+
+    /// `Command::Connect { sock, upstream }` (the driver checked `sock` is a new backend of an
+    /// accepted session).
+    fn connect(&mut self, socks: &Socks, sock: SockId, upstream: UpstreamId);
+
+    /// `Command::Write` of `data` at offset `at` of `sock`'s stream (not empty, socket open).
+    fn write(&mut self, socks: &Socks, sock: SockId, at: u64, data: &[u8]);
+
+    /// `Command::Shutdown` (the driver checked nothing is queued and no FIN went before).
+    fn shutdown(&mut self, socks: &Socks, sock: SockId);
+
+    /// `Command::Close` of `sock`, which is `m` and not yet closed; `forcing` is the driver's
+    /// rule for the event being handled.
+    fn close(&mut self, socks: &Socks, sock: SockId, m: &Sock, forcing: Forcing);
+
+    /// `Command::Effect` (the driver checked the session was accepted and the id is new).
+    fn effect(&mut self, conn: ConnId, id: EffectId, request: &EffectRequest) {
+        let _ = request;
+        panic!("{conn:?} requested effect {id:?}, but this interceptor requests none");
+    }
+
+    /// `Command::Report` (the driver checked the counts of every backend it lists).
+    fn report(&mut self, socks: &Socks, report: &SessionReport);
+
+    /// Panics if `sock`, holding `unflushed` bytes (handed to the driver, or waiting for its
+    /// connect), is past its limit.
+    fn check_limit(&self, sock: SockId, unflushed: u64);
+
+    /// Bytes for `sock` the engine holds back (behind a pending effect) on top of its unflushed
+    /// ones: they count against the water marks.
+    fn gated(&self, sock: SockId) -> u64 {
+        let _ = sock;
+        0
+    }
+
+    /// The backlog that decides whether reader `sock` must be paused (above the high mark) or may
+    /// read (at or below the low mark), given each socket's backlog; `None` if nothing paces it.
+    fn pause_target(&self, sock: SockId, backlog: &dyn Fn(SockId) -> u64) -> Option<u64>;
+
+    /// After every input, once its commands are carried out: the model's own invariants.
+    fn check(&mut self, engine: &Engine<Self::Hooks>, socks: &Socks, now: Instant) {
+        let _ = (engine, socks, now);
+    }
+
+    /// Sessions the engine took on (each must be reported once, when reports are on).
+    fn served(&self) -> Vec<ConnId>;
+
+    /// At the end of [`Driver::finish`], the engine idle: promises about the whole run.
+    fn finish(&mut self, socks: &Socks) {
+        let _ = socks;
+    }
+}
+
 /// The model driver. See the [module documentation](self).
 #[derive(Debug)]
-pub struct Driver {
-    engine: Engine,
+pub struct Driver<M: Model = Relay> {
+    engine: Engine<M::Hooks>,
+    model: M,
     now: Instant,
-    socks: BTreeMap<SockId, Sock>,
+    socks: Socks,
     /// The last `ConnId` handed out (they count up from 1, never reused).
     last_conn: u64,
-    /// Sessions the engine took (asked to connect their primary).
-    served: Vec<ConnId>,
     reports: BTreeMap<ConnId, SessionReport>,
+    /// Effects requested and not yet answered, in request order.
+    effects: Vec<(ConnId, EffectId)>,
+    /// Effects answered (an executor may, wrongly, answer one again).
+    answered: Vec<EffectId>,
     accept_paused: bool,
     drain_requested: bool,
     drained: bool,
     /// What the event being handled allows the engine to close abruptly.
     forcing: Forcing,
+    /// Print every input and command (`FANOUT_FUZZ_TRACE=1`).
+    trace: bool,
 }
 
-/// Which sockets the event being handled may close before they finished both ways.
-#[derive(Debug, Clone, Copy)]
-enum Forcing {
-    None,
-    Secondaries,
-    Any,
+/// An event for the trace, with byte payloads as their length.
+fn brief_event(event: &Event) -> String {
+    match event {
+        Event::Read { sock, data } => format!("Read {sock}: {} bytes", data.len()),
+        Event::EffectDone {
+            id,
+            result: Ok(data),
+        } => {
+            format!("EffectDone {id:?}: Ok({} bytes)", data.len())
+        }
+        other => format!("{other:?}"),
+    }
 }
 
-impl Driver {
+/// A command for the trace, with byte payloads as their length.
+fn brief_command(cmd: &Command) -> String {
+    match cmd {
+        Command::Write { sock, data } => format!("Write {sock}: {} bytes", data.len()),
+        Command::Effect { conn, id, request } => format!(
+            "Effect {conn:?} {id:?}: {} with {} bytes",
+            request.kind,
+            request.payload.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Driver<Relay> {
+    /// Relay or duplex (the engine's `Passthrough`) under `cfg`.
     pub fn new(cfg: Config) -> Self {
         Driver::with_engine(Engine::new(cfg).expect("the fuzz config is valid"))
     }
 
-    /// Drives an engine the caller built (the mutant self-test switches a deliberate bug on).
-    pub fn with_engine(engine: Engine) -> Self {
+    /// Drives a relay/duplex engine the caller built (the mutant self-test switches a deliberate
+    /// bug on).
+    pub fn with_engine(engine: Engine<Passthrough>) -> Self {
+        let model = Relay::new(engine.config().clone());
+        Driver::with_model(engine, model)
+    }
+}
+
+impl<M: Model> Driver<M> {
+    /// Drives `engine`, whose interceptor `model` describes.
+    pub fn with_model(engine: Engine<M::Hooks>, model: M) -> Self {
         Driver {
             engine,
+            model,
             now: Instant::ZERO,
             socks: BTreeMap::new(),
             last_conn: 0,
-            served: Vec::new(),
             reports: BTreeMap::new(),
+            effects: Vec::new(),
+            answered: Vec::new(),
             accept_paused: false,
             drain_requested: false,
             drained: false,
             forcing: Forcing::None,
+            trace: std::env::var_os("FANOUT_FUZZ_TRACE").is_some(),
         }
     }
 
@@ -197,6 +304,14 @@ impl Driver {
             .collect();
         conns.dedup();
         conns
+    }
+
+    /// Every socket of session `conn` the driver knows: the client, then its backends in order.
+    pub fn socks_of(&self, conn: ConnId) -> Vec<SockId> {
+        self.socks
+            .range(SockId::client(conn)..=SockId::backend(conn, fanout_engine::BackendId(u16::MAX)))
+            .map(|(s, _)| *s)
+            .collect()
     }
 
     /// Every socket the driver ever had that is now closed.
@@ -227,7 +342,7 @@ impl Driver {
         if self.phase(sock) != Some(Phase::Connecting) {
             return;
         }
-        self.model(sock).phase = Phase::Open;
+        self.sock_mut(sock).phase = Phase::Open;
         self.handle(Event::Connected { sock });
     }
 
@@ -236,24 +351,33 @@ impl Driver {
         if self.phase(sock) != Some(Phase::Connecting) {
             return;
         }
-        self.model(sock).phase = Phase::Closed;
+        self.sock_mut(sock).phase = Phase::Closed;
         self.handle(Event::ConnectFailed { sock, reason });
     }
 
-    /// Reads `len` bytes (1..=MAX_READ) from `sock`'s peer. Ignored unless a driver would read it.
+    /// Reads `len` bytes (1..=MAX_READ) of `sock`'s peer's [`pattern`]. Ignored unless a driver
+    /// would read it.
     pub fn read(&mut self, sock: SockId, len: u64) {
+        let Some(m) = self.socks.get(&sock).filter(|m| m.readable()) else {
+            return;
+        };
+        let start = m.read;
+        let len = len.clamp(1, MAX_READ);
+        let data: Vec<u8> = (start..start + len).map(|o| pattern(sock, o)).collect();
+        self.read_data(sock, Bytes::from(data));
+    }
+
+    /// Reads `data` (1..=MAX_READ bytes) from `sock`'s peer. Ignored unless a driver would read it.
+    pub fn read_data(&mut self, sock: SockId, data: Bytes) {
         if !self.socks.get(&sock).is_some_and(Sock::readable) {
             return;
         }
-        let len = len.clamp(1, MAX_READ);
-        let m = self.model(sock);
-        let start = m.read;
-        m.read += len;
-        let data: Vec<u8> = (start..start + len).map(|o| pattern(sock, o)).collect();
-        self.handle(Event::Read {
-            sock,
-            data: Bytes::from(data),
-        });
+        assert!(
+            !data.is_empty() && data.len() as u64 <= MAX_READ,
+            "the driver reads 1..=MAX_READ bytes"
+        );
+        self.sock_mut(sock).read += data.len() as u64;
+        self.handle(Event::Read { sock, data });
     }
 
     /// Flushes up to `at_most` queued bytes of `sock`. Ignored if nothing is queued.
@@ -293,7 +417,7 @@ impl Driver {
         if !self.socks.get(&sock).is_some_and(Sock::readable) {
             return;
         }
-        self.model(sock).read_closed = true;
+        self.sock_mut(sock).read_closed = true;
         self.handle(Event::ReadClosed { sock });
     }
 
@@ -302,7 +426,7 @@ impl Driver {
         if self.phase(sock) != Some(Phase::Open) {
             return;
         }
-        let m = self.model(sock);
+        let m = self.sock_mut(sock);
         m.phase = Phase::Closed;
         m.queued = 0;
         self.handle(Event::Failed { sock, reason });
@@ -327,6 +451,27 @@ impl Driver {
             Stale::Connected => Event::Connected { sock },
         };
         self.handle(event);
+    }
+
+    /// The executor finishes the `pick`-th unanswered effect (modulo their number) with `result`.
+    /// The engine may have given up on it already (timed out, session gone): it must then ignore
+    /// the result.
+    pub fn effect_done(&mut self, pick: usize, result: EffectResult) {
+        if self.effects.is_empty() {
+            return;
+        }
+        let (_, id) = self.effects.remove(pick % self.effects.len());
+        self.answered.push(id);
+        self.handle(Event::EffectDone { id, result });
+    }
+
+    /// A confused executor answers the `pick`-th answered effect again. The engine must ignore it.
+    pub fn effect_again(&mut self, pick: usize, result: EffectResult) {
+        if self.answered.is_empty() {
+            return;
+        }
+        let id = self.answered[pick % self.answered.len()];
+        self.handle(Event::EffectDone { id, result });
     }
 
     /// Stop accepting and finish the open sessions.
@@ -360,12 +505,15 @@ impl Driver {
 
     // ---- liveness -----------------------------------------------------------------------------
 
-    /// The liveness phase: every pending connect succeeds, every peer finishes (EOF on every
-    /// socket once its queue is flushed); the engine must then hold nothing, and still nothing
-    /// once time passed beyond every deadline, and every promise about the whole run must hold. Returns every
-    /// session report, in session order.
+    /// The liveness phase: every effect is answered, every pending connect succeeds, every peer
+    /// finishes (EOF on every socket once its queue is flushed); the engine must then hold
+    /// nothing, and still nothing once time passed beyond every deadline, and every promise about
+    /// the whole run must hold. Returns every session report, in session order.
     pub fn finish(mut self) -> Vec<SessionReport> {
         for _ in 0..4 {
+            while !self.effects.is_empty() {
+                self.effect_done(0, Ok(Bytes::from_static(b"done")));
+            }
             let connecting: Vec<SockId> = self.socks_in(Phase::Connecting);
             for sock in connecting {
                 self.connected(sock);
@@ -381,13 +529,14 @@ impl Driver {
                 self.flush_all();
             }
         }
-        // Every peer finished and every byte was flushed: every socket finished both ways, so
-        // every session ends by itself, without waiting for a deadline.
+        // Every effect answered, every peer finished and every byte flushed: every socket
+        // finished both ways, so every session ends by itself, without waiting for a deadline.
         assert!(
             self.engine.is_idle(),
             "engine holds state after every peer finished and every queue drained: {:?}",
             self.engine
         );
+        assert!(self.effects.is_empty(), "effects requested during liveness");
         // And time passing changes nothing (no timer outlived its session).
         let far = Duration::from_secs(24 * 3600);
         self.advance(far);
@@ -403,14 +552,15 @@ impl Driver {
             panic!("{sock} never closed: {m:?}");
         }
         if self.config().reports {
-            for conn in &self.served {
-                assert!(self.reports.contains_key(conn), "no report for {conn:?}");
+            for conn in self.model.served() {
+                assert!(self.reports.contains_key(&conn), "no report for {conn:?}");
             }
         }
         assert_eq!(
             self.drained, self.drain_requested,
             "a requested drain must finish"
         );
+        self.model.finish(&self.socks);
         self.reports.into_values().collect()
     }
 
@@ -426,7 +576,7 @@ impl Driver {
         self.socks.get(&sock).map(|m| m.phase)
     }
 
-    fn model(&mut self, sock: SockId) -> &mut Sock {
+    fn sock_mut(&mut self, sock: SockId) -> &mut Sock {
         self.socks
             .get_mut(&sock)
             .unwrap_or_else(|| panic!("the driver has no socket {sock}"))
@@ -446,11 +596,20 @@ impl Driver {
             Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
             _ => Forcing::None,
         };
-        self.engine.handle(self.now, event);
+        if self.trace {
+            eprintln!("{:>14} ns  <- {}", self.now.as_nanos(), brief_event(&event));
+        }
+        self.engine.handle(self.now, event.clone());
+        self.model
+            .handled(self.now, &event, &self.engine, &self.socks);
         while let Some(cmd) = self.engine.poll_command() {
+            if self.trace {
+                eprintln!("                    -> {}", brief_command(&cmd));
+            }
             self.apply(cmd);
         }
         self.check();
+        self.model.check(&self.engine, &self.socks, self.now);
     }
 
     /// A socket the engine may name in a command other than `Connect` and `Close`: known and open.
@@ -469,77 +628,44 @@ impl Driver {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Connect { sock, upstream } => {
-                let Peer::Backend(b) = sock.peer else {
-                    panic!("connect to a client socket {sock}");
-                };
-                assert_eq!(
-                    upstream.0, b.0,
-                    "relay/duplex connect backend i to upstream i"
-                );
                 assert!(
-                    b.0 <= self.config().secondaries,
-                    "connect to unconfigured backend {sock}"
+                    matches!(sock.peer, Peer::Backend(_)),
+                    "connect to a client socket {sock}"
                 );
                 assert!(
                     self.socks.contains_key(&SockId::client(sock.conn)),
                     "connect for unknown session {sock}"
                 );
                 assert!(!self.socks.contains_key(&sock), "connect twice: {sock}");
+                self.model.connect(&self.socks, sock, upstream);
                 self.socks.insert(sock, Sock::new(Phase::Connecting));
-                if b.is_primary() {
-                    self.served.push(sock.conn);
-                }
             }
             Command::Write { sock, data } => {
-                let from = self.socks.get(&source(sock)).map_or(0, |m| m.read);
                 let m = self.open_for_command(sock, "write");
                 assert!(!m.shut, "write after shutdown: {sock}");
                 assert!(!data.is_empty(), "empty write: {sock}");
-                let start = m.written;
+                let at = m.written;
+                self.model.write(&self.socks, sock, at, &data);
+                let m = self.sock_mut(sock);
                 m.written += data.len() as u64;
                 m.queued += data.len() as u64;
-                assert!(
-                    m.written <= from,
-                    "{sock} was written {} bytes, its source sent only {from}",
-                    m.written
-                );
-                let src = source(sock);
-                if let Some(i) =
-                    (0..data.len()).find(|&i| data[i] != pattern(src, start + i as u64))
-                {
-                    panic!(
-                        "{sock} got the wrong byte at offset {}: not what {src} sent",
-                        start + i as u64
-                    );
-                }
             }
             Command::Shutdown { sock } => {
-                let from = self.socks.get(&source(sock)).map_or(0, |m| m.read);
                 let m = self.open_for_command(sock, "shutdown");
                 assert!(!m.shut, "shutdown twice: {sock}");
                 assert_eq!(m.queued, 0, "shutdown with bytes still queued: {sock}");
-                assert_eq!(
-                    m.written, from,
-                    "FIN to {sock} before all of its source's bytes"
-                );
-                m.shut = true;
+                self.model.shutdown(&self.socks, sock);
+                self.sock_mut(sock).shut = true;
             }
             Command::Close { sock } => {
                 let m = self
                     .socks
-                    .get_mut(&sock)
+                    .get(&sock)
                     .unwrap_or_else(|| panic!("close of unknown socket {sock}"));
                 assert!(m.phase != Phase::Closed, "close of closed socket {sock}");
-                let secondary = matches!(sock.peer, Peer::Backend(b) if !b.is_primary());
-                let forced = match self.forcing {
-                    Forcing::Any => true,
-                    Forcing::Secondaries => secondary,
-                    Forcing::None => false,
-                };
-                assert!(
-                    forced || (m.shut && m.read_closed && m.queued == 0),
-                    "{sock} closed before it finished both ways, with nothing forcing it: {m:?}"
-                );
+                let m = m.clone();
+                self.model.close(&self.socks, sock, &m, self.forcing);
+                let m = self.sock_mut(sock);
                 m.phase = Phase::Closed;
                 m.queued = 0;
             }
@@ -569,49 +695,44 @@ impl Driver {
                 assert!(!self.drained, "drained twice");
                 self.drained = true;
             }
-            Command::Effect { .. } => panic!("relay and duplex request no effects"),
+            Command::Effect { conn, id, request } => {
+                assert!(
+                    self.socks.contains_key(&SockId::client(conn)),
+                    "effect for unknown session {conn:?}"
+                );
+                assert!(
+                    !self.effects.iter().any(|&(_, e)| e == id) && !self.answered.contains(&id),
+                    "effect {id:?} requested twice"
+                );
+                self.model.effect(conn, id, &request);
+                self.effects.push((conn, id));
+            }
         }
     }
 
     fn check_report(&mut self, report: SessionReport) {
         let conn = report.conn;
         assert!(self.config().reports, "report with reports off");
-        assert!(self.served.contains(&conn), "report for unserved {conn:?}");
-        let secondaries = usize::from(self.config().secondaries);
-        assert_eq!(report.backends.len(), 1 + secondaries, "{conn:?}");
-        let mut primary_received = None;
-        for (i, b) in report.backends.iter().enumerate() {
-            assert_eq!(
-                usize::from(b.backend.0),
-                i,
-                "{conn:?}: backends out of order"
-            );
+        for b in &report.backends {
             let sock = SockId::backend(conn, b.backend);
-            let m = self.socks.get(&sock).expect("every backend was connected");
+            let m = self
+                .socks
+                .get(&sock)
+                .unwrap_or_else(|| panic!("report lists {sock}, never connected"));
             assert_eq!(m.phase, Phase::Closed, "report while {sock} is open");
             assert_eq!(b.bytes_received, m.read, "{sock}: bytes received");
             assert_eq!(b.bytes_sent, m.flushed, "{sock}: bytes sent");
-            if i == 0 {
-                assert_eq!(b.matches_primary, None);
-                primary_received = Some(b.bytes_received);
-            } else if b.matches_primary == Some(true) {
-                assert_eq!(
-                    Some(b.bytes_received),
-                    primary_received,
-                    "{sock} matches the primary with another length"
-                );
-                assert!(
-                    b.backend.0 != 2 || b.bytes_received <= 100,
-                    "{sock} matches the primary though its bytes differ"
-                );
-            }
         }
-        let client = &self.socks[&SockId::client(conn)];
+        let client = self
+            .socks
+            .get(&SockId::client(conn))
+            .unwrap_or_else(|| panic!("report for unknown {conn:?}"));
         assert_eq!(
             client.phase,
             Phase::Closed,
             "report while the client is open"
         );
+        self.model.report(&self.socks, &report);
         assert!(
             self.reports.insert(conn, report).is_none(),
             "{conn:?} reported twice"
@@ -623,14 +744,7 @@ impl Driver {
         let cfg = self.engine.config();
         let unflushed: BTreeMap<SockId, u64> = self.engine.unflushed().collect();
         for (&sock, &n) in &unflushed {
-            let limit = match sock.peer {
-                Peer::Backend(b) if !b.is_primary() => cfg.secondary_budget,
-                _ => cfg.high_water + MAX_READ,
-            };
-            assert!(
-                n <= limit,
-                "{sock} holds {n} unflushed bytes, limit {limit}"
-            );
+            self.model.check_limit(sock, n);
             let m = self
                 .socks
                 .get(&sock)
@@ -641,28 +755,30 @@ impl Driver {
                 Phase::Connecting => {}
             }
         }
+        let backlog = |s: SockId| unflushed.get(&s).copied().unwrap_or(0) + self.model.gated(s);
         for (&sock, m) in &self.socks {
             assert_eq!(
                 self.engine.knows(sock),
                 m.phase != Phase::Closed,
                 "{sock}: the engine and the driver disagree whether it is open ({m:?})"
             );
-            // Backpressure: the client is paused by the primary's queue and vice versa.
-            let is_reader =
-                matches!(sock.peer, Peer::Client) || sock.peer == Peer::Backend(BackendId::PRIMARY);
-            if is_reader && m.is_open() && !m.read_closed {
-                let target = unflushed.get(&source(sock)).copied().unwrap_or(0);
-                if m.paused {
-                    assert!(
-                        target > cfg.low_water,
-                        "{sock} stays paused with {target} bytes queued to its target"
-                    );
-                } else {
-                    assert!(
-                        target <= cfg.high_water,
-                        "{sock} is not paused with {target} bytes queued to its target"
-                    );
-                }
+            // Backpressure: a reader is paused by the backlog of what it feeds.
+            if !m.is_open() || m.read_closed {
+                continue;
+            }
+            let Some(target) = self.model.pause_target(sock, &backlog) else {
+                continue;
+            };
+            if m.paused {
+                assert!(
+                    target > cfg.low_water,
+                    "{sock} stays paused with {target} bytes queued to its target"
+                );
+            } else {
+                assert!(
+                    target <= cfg.high_water,
+                    "{sock} is not paused with {target} bytes queued to its target"
+                );
             }
         }
         let open_clients = self

@@ -18,8 +18,11 @@
 //!
 //! - [`engine_events`]: arbitrary operation sequences driven into an [`Engine`](fanout_engine::Engine)
 //!   under relay and duplex configurations with small limits, by a model driver ([`driver`]) that
-//!   checks every command against the contract, then a liveness phase after which the engine must
-//!   be idle.
+//!   checks every command against the contract and the relay/duplex streams ([`relay`]), then a
+//!   liveness phase after which the engine must be idle.
+//! - [`intercept_events`]: the same driver on an engine running a routing, answering, holding and
+//!   effect-requesting interceptor decided by the client's bytes, checked against a model of what
+//!   that interceptor makes every socket receive, effects answered in any order or timing.
 //! - [`capture_decoder`]: raw bytes into the capture decoder, and whatever decodes replayed into an
 //!   engine.
 //! - [`framers`]: a byte stream into each [`framing`](fanout_engine::framing) framer, whole and cut
@@ -35,6 +38,8 @@ pub mod capture_decoder;
 pub mod driver;
 pub mod engine_events;
 pub mod framers;
+pub mod intercept_events;
+pub mod relay;
 
 /// A fuzz target: it takes any bytes and panics on a bug.
 pub type Target = fn(&[u8]);
@@ -45,4 +50,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("engine_events", engine_events::run),
     ("capture_decoder", capture_decoder::run),
     ("framers", framers::run),
+    ("intercept_events", intercept_events::run),
 ];

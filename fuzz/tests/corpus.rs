@@ -94,3 +94,20 @@ fn targets_accept_trivial_inputs() {
         }
     }
 }
+
+/// The hand-made seeds of `intercept_events` stay in its committed corpus (a `cmin` may drop them;
+/// three of them are what catches the mutants of the programmable layer).
+#[test]
+fn intercept_events_corpus_keeps_the_hand_made_seeds() {
+    let files: Vec<Vec<u8>> = inputs(&fuzz_dir().join("corpus").join("intercept_events"))
+        .iter()
+        .map(|p| std::fs::read(p).expect("readable corpus file"))
+        .collect();
+    for (name, scenario) in fanout_fuzz::intercept_events::seeds::seeds() {
+        assert!(
+            files.contains(&fanout_fuzz::intercept_events::encode(&scenario)),
+            "seed {name} is missing from fuzz/corpus/intercept_events/: \
+             cargo run -p fanout-fuzz --example intercept_seeds -- fuzz/corpus/intercept_events"
+        );
+    }
+}
