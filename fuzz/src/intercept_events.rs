@@ -12,8 +12,10 @@
 //! outstanding effect, in any order, before or after its timeout, or again; clock jumps; drain;
 //! late events for closed sockets.
 //!
-//! Set `FANOUT_FUZZ_DEBUG=1` to print the decoded scenario (useful on a crashing input:
+//! Set `FANOUT_FUZZ_DEBUG=1` to print the decoded scenario and `FANOUT_FUZZ_TRACE=1` to print
+//! every event and command (useful on a crashing input:
 //! `FANOUT_FUZZ_DEBUG=1 cargo +nightly fuzz run intercept_events fuzz/artifacts/intercept_events/crash-...`).
+//! The engine bugs this target found are kept as inputs in [`seeds::findings`].
 
 mod encode;
 pub mod model;
@@ -277,22 +279,13 @@ pub fn driver(scenario: &Scenario) -> Driver<Spec> {
 /// The target: decodes a [`Scenario`] and runs it.
 pub fn run(data: &[u8]) {
     quiet_deliberate_panics();
-    let Some(mut scenario) = decode(data) else {
+    let Some(scenario) = decode(data) else {
         return;
     };
-    scenario.flags.workarounds = workarounds();
     if std::env::var_os("FANOUT_FUZZ_DEBUG").is_some() {
         eprintln!("{scenario:#?}\nconfig: {:#?}", scenario.limits.config());
     }
     run_scenario(&scenario, driver(&scenario));
-}
-
-/// Whether `FANOUT_FUZZ_WORKAROUNDS` is set (read once): the interceptor then avoids the engine
-/// gaps this target found, so that a fuzzing campaign gets past them. The committed corpus must
-/// pass without it.
-pub fn workarounds() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FANOUT_FUZZ_WORKAROUNDS").is_some())
 }
 
 /// The scenario an input stands for, if it decodes.

@@ -12,8 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// The failure message of running `data`, if it fails.
 fn failure(data: &[u8]) -> Option<String> {
     quiet_deliberate_panics();
-    let mut scenario = decode(data).expect("decodes");
-    scenario.flags.workarounds = false;
+    let scenario = decode(data).expect("decodes");
     let err = catch_unwind(AssertUnwindSafe(|| {
         run_scenario(&scenario, driver(&scenario))
     }))

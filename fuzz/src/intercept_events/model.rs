@@ -1,5 +1,5 @@
 //! The oracle of the `intercept_events` target: what every socket must receive when the engine
-//! runs the [program](super::program), by the interceptor API's documented rules
+//! runs the [program] (the interceptor under test), by the interceptor API's documented rules
 //! (`engine/src/intercept.rs`, `engine/src/conn.rs`), written apart from the engine's code.
 //!
 //! [`Spec`] follows the interceptor's hook calls ([`Call`], logged by [`Fuzzy`](super::Fuzzy)) and

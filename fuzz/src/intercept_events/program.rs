@@ -95,13 +95,6 @@ pub struct Flags {
     /// Replace a backend that cannot connect by a new one to upstream `name + NAMES`, sending it
     /// the bytes the failed one never got.
     pub failover: bool,
-    /// Not from the input: set by `FANOUT_FUZZ_WORKAROUNDS=1` for a campaign that must get past
-    /// the engine gaps the target found (see fuzz/README.md): once the client's input is over
-    /// (its EOF, `close_client`, or the client gone) every backend, even one opened since, is
-    /// shut down; and an effect request is acknowledged with one byte (so the client's answers
-    /// have a route).
-    #[arbitrary(default)]
-    pub workarounds: bool,
 }
 
 /// The per-session state of the program.
@@ -112,10 +105,6 @@ pub struct Plan {
     /// A primary was opened: its end ends the client's stream. Without one, the client's EOF does
     /// (`close_client`), or nothing would.
     pub has_primary: bool,
-    /// Nothing more will come from the client: it sent EOF, or `close_client` was asked for.
-    pub input_over: bool,
-    /// [`Flags::workarounds`].
-    pub workarounds: bool,
 }
 
 /// What the program may do: [`Conn`]'s methods. The model implements it by the API's documented
@@ -123,7 +112,6 @@ pub struct Plan {
 pub trait Exec {
     fn open(&mut self, upstream: UpstreamId, how: Open) -> Result<BackendId, Misuse>;
     fn is_open(&self, b: BackendId) -> bool;
-    fn client_open(&self) -> bool;
     fn role(&self, b: BackendId) -> Option<Role>;
     fn forward(&mut self, data: Bytes);
     fn send(&mut self, b: BackendId, data: Bytes);
@@ -145,9 +133,6 @@ impl Exec for Conn<'_> {
     }
     fn is_open(&self, b: BackendId) -> bool {
         Conn::is_open(self, b)
-    }
-    fn client_open(&self) -> bool {
-        Conn::client_open(self)
     }
     fn role(&self, b: BackendId) -> Option<Role> {
         Conn::role(self, b)
@@ -218,10 +203,7 @@ fn how(primary: bool) -> Open {
 
 /// `on_connect`: the session's plan, with the primary opened if `flags.eager`.
 pub fn on_connect(flags: Flags, x: &mut impl Exec) -> Plan {
-    let mut plan = Plan {
-        workarounds: flags.workarounds,
-        ..Plan::default()
-    };
+    let mut plan = Plan::default();
     if flags.eager {
         if let Ok(b) = x.open(UpstreamId(0), Open::primary()) {
             plan.names[0] = Some(b);
@@ -261,38 +243,22 @@ pub fn on_data(plan: &mut Plan, x: &mut impl Exec, chunk: Bytes) {
             }
         }
         Action::Effect => {
-            if plan.workarounds {
-                x.answer(Bytes::from_static(b"+"));
-            }
             let _ = x.effect(EffectRequest::new(EFFECT_KIND, chunk));
         }
-        Action::Panic => return x.panic(),
+        Action::Panic => x.panic(),
         Action::Close => x.close(),
         Action::CloseClient => {
             x.close_client();
-            plan.input_over = true;
         }
         Action::Shutdown => match plan.names[name] {
             Some(b) => x.shutdown(b),
             None => x.send(UNKNOWN, chunk),
         },
     }
-    tidy(plan, x);
-}
-
-/// With [`Flags::workarounds`]: once the client's input is over, every backend is asked for its
-/// FIN, including ones opened since (the engine leaves those without one).
-fn tidy(plan: &Plan, x: &mut impl Exec) {
-    if plan.workarounds && (plan.input_over || !x.client_open()) {
-        for b in plan.names.into_iter().flatten() {
-            x.shutdown(b);
-        }
-    }
 }
 
 /// `on_client_eof`: with no primary, nothing else would end the client's stream.
 pub fn on_client_eof(plan: &mut Plan, x: &mut impl Exec) {
-    plan.input_over = true;
     if !plan.has_primary {
         x.close_client();
     }
@@ -327,5 +293,4 @@ pub fn on_connect_failed(flags: Flags, plan: &mut Plan, x: &mut impl Exec, b: Ba
     for data in x.unsent() {
         x.send(next, data);
     }
-    tidy(plan, x);
 }

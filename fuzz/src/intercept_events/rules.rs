@@ -451,10 +451,6 @@ impl Exec for Act<'_> {
             .is_some_and(|l| !l.side.closed)
     }
 
-    fn client_open(&self) -> bool {
-        !self.s.client.closed
-    }
-
     fn role(&self, b: BackendId) -> Option<Role> {
         self.s.legs.get(usize::from(b.0)).map(|l| l.role)
     }

@@ -66,12 +66,10 @@ fn to(name: u8, primary: bool) -> u8 {
 const EAGER: Flags = Flags {
     eager: true,
     failover: false,
-    workarounds: false,
 };
 const LAZY: Flags = Flags {
     eager: false,
     failover: false,
-    workarounds: false,
 };
 
 /// Every seed, by name.
@@ -397,9 +395,8 @@ pub fn seeds() -> Vec<(&'static str, Scenario)> {
     ]
 }
 
-/// Inputs on which the current engine breaks its contract (found by this target, reported, not
-/// fixed): each with the failure it shows today. `tests/findings.rs` runs them (ignored until the
-/// engine is fixed); with [`Flags::workarounds`] the interceptor avoids each gap and they pass.
+/// Inputs on which the engine once broke its contract (found by this target, since fixed): each
+/// with the failure it showed. `tests/findings.rs` keeps them as regression tests.
 pub fn findings() -> Vec<(&'static str, Scenario, &'static str)> {
     use Action::*;
     let mut effects = vec![Op::Accept];
