@@ -147,8 +147,9 @@ impl Core {
         if how.role == Role::Secondary {
             self.analyse = true;
         }
-        if self.client.eof {
-            // The client will send nothing more: this backend gets its FIN after what it is sent.
+        if self.client.eof || self.client.is_closed() {
+            // The client will send nothing more (its EOF, or it is gone): this backend gets its
+            // FIN after what it is sent.
             leg.side.want_fin();
         }
         ctx.out.push_back(Command::Connect {

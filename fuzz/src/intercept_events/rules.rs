@@ -430,9 +430,9 @@ impl Exec for Act<'_> {
             connect_deadline: Some(self.g.now + self.g.cfg.connect_timeout),
             outcome: None,
         });
-        if self.s.client.eof {
-            // Nothing more comes from the client: a backend opened now gets its FIN after its
-            // bytes.
+        if self.s.client.eof || self.s.client.closed {
+            // Nothing more comes from the client (its EOF, or it is gone): a backend opened now
+            // gets its FIN after its bytes.
             self.s.legs[usize::from(id.0)].side.want_fin();
         }
         if how.role == Role::Primary {
