@@ -704,3 +704,35 @@ fn close_client_lets_every_backend_finish_with_a_fin() {
     assert_eq!(h.reports[0].backends[0].outcome, Outcome::Ok);
     h.assert_quiescent();
 }
+
+#[test]
+fn a_backend_opened_after_the_client_closed_gets_its_fin_after_its_bytes() {
+    // A failover after close_client: the replacement gets the bytes the first never did, then
+    // its FIN, although the client is long gone.
+    let mut h = primary_then(|ev, c| match ev {
+        Ev::Data(d) => {
+            c.forward(d.clone());
+            c.close_client();
+        }
+        Ev::ConnectFailed(..) => {
+            let next = c.open(UP1, Open::primary()).unwrap();
+            for b in c.unsent() {
+                c.send(next, b);
+            }
+        }
+        _ => {}
+    });
+    h.accept(1);
+    h.read(client(1), b"request");
+    assert!(h.is_closed(client(1)));
+    h.handle(fanout_engine::Event::ConnectFailed {
+        sock: backend(1, B0),
+        reason: Failure::Refused,
+    });
+    h.connected(backend(1, B1));
+    assert_eq!(h.sent(backend(1, B1)), b"request");
+    h.flush_all();
+    assert!(h.is_shut(backend(1, B1)));
+    h.eof(backend(1, B1));
+    h.assert_quiescent();
+}
