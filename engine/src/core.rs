@@ -148,8 +148,7 @@ impl Core {
             self.analyse = true;
         }
         if self.client.eof || self.client.is_closed() {
-            // The client will send nothing more (its EOF, or it is gone): this backend gets its
-            // FIN after what it is sent.
+            // The client's input is over: this backend, too, gets its FIN after its bytes.
             leg.side.want_fin();
         }
         ctx.out.push_back(Command::Connect {
@@ -305,6 +304,14 @@ impl Core {
         }
     }
 
+    /// The client will send nothing more (its EOF, or `close_client`): every backend gets its
+    /// FIN once what it was sent went out. A backend opened later gets it from `open_backend`.
+    pub(crate) fn client_input_over(&mut self) {
+        for leg in &mut self.legs {
+            leg.side.want_fin();
+        }
+    }
+
     /// Client FIN once its queue drained, then close it.
     pub(crate) fn close_client(&mut self) {
         self.client.want_fin();
@@ -421,13 +428,13 @@ impl Core {
         let fin_ok = fin_ok || ctx.mutant(crate::mutants::Mutant::FinBeforePendingEffect);
         if fin_ok {
             self.client.try_fin(SockId::client(conn), ctx.out);
-            if self.client.fin == Fin::Sent && self.close_client_after_fin {
+            if self.client.fin == Fin::Sent
+                && self.close_client_after_fin
+                && !self.client.is_closed()
+            {
                 self.client.close(SockId::client(conn), false, ctx.out);
-                // Nothing more will come from the client: every backend gets its FIN after what
-                // it was sent (em-proxy closes them after writing too).
-                for leg in &mut self.legs {
-                    leg.side.want_fin();
-                }
+                // em-proxy closes the backends after writing too.
+                self.client_input_over();
             }
         }
         if self.client.is_done() {

@@ -297,9 +297,7 @@ impl<S> Session<S> {
                 }
                 self.core.client.eof = true;
                 self.call(hooks, ctx, None, |h, st, c| h.on_client_eof(st, c));
-                for leg in &mut self.core.legs {
-                    leg.side.want_fin();
-                }
+                self.core.client_input_over();
             }
             Peer::Backend(b) => {
                 let Some(leg) = self.core.legs.get_mut(usize::from(b.0)) else {
