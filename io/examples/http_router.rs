@@ -73,7 +73,7 @@ impl Interceptor for Router {
         let Route::Reading(reader) = st else {
             return conn.forward(data);
         };
-        let mut pieces = reader.push(&data).into_iter();
+        let mut pieces = reader.push(data).into_iter();
         let Some(first) = pieces.next() else {
             return; // the head is not complete yet
         };

@@ -61,7 +61,7 @@ impl Interceptor for Selective {
     }
 
     fn on_data(&mut self, reader: &mut RequestReader, conn: &mut Conn<'_>, data: Bytes) {
-        for piece in reader.push(&data) {
+        for piece in reader.push(data) {
             match piece {
                 Piece::Head(head) => {
                     let head = head.with_header("User-Agent", &self.user_agent);

@@ -433,3 +433,22 @@ fn a_spam_filter_capture_replays_without_the_executor() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("reproduced "));
 }
+
+#[test]
+fn http_router_passes_bodies_and_pipelined_requests_through_byte_for_byte() {
+    let a = Backend::spawn(echo);
+    let proxy = start("http_router", &args(["--to", &a.arg(), "--route", "a=0"]));
+    let mut c = proxy.connect();
+    let pieces: [&[u8]; 4] = [
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhel",
+        b"lo world",
+        b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"raw tail",
+    ];
+    for p in pieces {
+        c.write_all(p).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(client::read_to_eof(&mut c), pieces.concat());
+}

@@ -88,10 +88,25 @@ impl RequestReader {
         self.buf.split().freeze()
     }
 
-    /// Feeds bytes; returns the pieces they completed, in order.
-    pub fn push(&mut self, data: &[u8]) -> Vec<Piece> {
-        self.buf.extend_from_slice(data);
+    /// Feeds bytes; returns the pieces they completed, in order. Body bytes (and everything
+    /// once the reader gave up) that arrive with nothing buffered pass on as slices of `data`,
+    /// never copied; only heads are gathered into a buffer.
+    pub fn push(&mut self, mut data: Bytes) -> Vec<Piece> {
         let mut out = Vec::new();
+        if self.buf.is_empty() {
+            if self.raw {
+                if !data.is_empty() {
+                    out.push(Piece::Bytes(data));
+                }
+                return out;
+            }
+            if self.body_left > 0 && !data.is_empty() {
+                let n = self.body_left.min(data.len() as u64) as usize;
+                self.body_left -= n as u64;
+                out.push(Piece::Bytes(data.split_to(n)));
+            }
+        }
+        self.buf.extend_from_slice(&data);
         loop {
             if self.raw {
                 if !self.buf.is_empty() {
