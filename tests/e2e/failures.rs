@@ -187,6 +187,7 @@ fn accept_errors_back_off_instead_of_spinning() {
         .args(["relay", "--listen", "127.0.0.1:0", "--to"])
         .arg(b.arg());
     let mut proxy = Fanout::spawn(cmd, "prlimit --nofile=32:32 fanout relay");
+    let idle_fds = proxy.open_fds();
 
     // More clients than the proxy has descriptors for: the rest wait in the accept queue while
     // every accept fails with EMFILE.
@@ -210,7 +211,25 @@ fn accept_errors_back_off_instead_of_spinning() {
     );
 
     drop(clients);
-    // Once the clients are gone, descriptors free up and new sessions are served again.
+    // Once the clients are gone, descriptors free up and new sessions are served again. The
+    // proxy first accepts and ends every closed client still in its accept queue, and while that
+    // churn lasts a new client may find no descriptor for its backend; so wait until the proxy
+    // has held no more than its idle descriptors for longer than its longest accept back-off.
+    let deadline = Instant::now() + LIVENESS * 4;
+    let mut idle_since: Option<Instant> = None;
+    while idle_since.is_none_or(|t| t.elapsed() < Duration::from_millis(1500)) {
+        assert!(
+            Instant::now() < deadline,
+            "fanout still holds {} descriptors (idle: {idle_fds}) long after its clients left",
+            proxy.open_fds()
+        );
+        if proxy.open_fds() <= idle_fds {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut c = proxy.connect();
     c.set_read_timeout(Some(LIVENESS * 2)).unwrap();
     client::echoes(&mut c, b'!');
