@@ -47,12 +47,19 @@ pub struct Config {
     /// The longest message a framer buffers (a line, a length-prefixed frame) before it reports
     /// the frame as too long instead of growing.
     pub max_frame: u64,
+    /// Unflushed bytes all secondaries of all this engine's sessions may hold together (what
+    /// `secondary_budget` bounds per secondary, summed over the engine). A write to a secondary
+    /// that takes the total past it detaches that secondary (`Outcome::DetachedMemory`) and
+    /// frees what it held; the primary and the client are never affected. One engine is one
+    /// event loop: a driver running several shares its process-wide cap out between them.
+    pub secondary_memory: u64,
 }
 
 impl Default for Config {
     /// Defaults for a relay: no secondaries, 10k connections, 256 KiB / 64 KiB water marks,
-    /// 4 MiB secondary budget, 10 s secondary deadline, 5 s connect, 5 min idle, 30 s drain;
-    /// for interceptors 16 backends, 1 MiB held, 64 effects of 5 s each, 64 KiB frames a session.
+    /// 4 MiB secondary budget, 256 MiB for all secondaries together, 10 s secondary deadline,
+    /// 5 s connect, 5 min idle, 30 s drain; for interceptors 16 backends, 1 MiB held, 64 effects
+    /// of 5 s each, 64 KiB frames a session.
     fn default() -> Self {
         Config {
             secondaries: 0,
@@ -71,6 +78,7 @@ impl Default for Config {
             max_effects: 64,
             effect_timeout: Duration::from_secs(5),
             max_frame: 64 * 1024,
+            secondary_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -102,6 +110,9 @@ impl Config {
         }
         if self.secondary_budget == 0 {
             return err("secondary budget must be at least 1 byte");
+        }
+        if self.secondary_memory == 0 {
+            return err("secondary memory must be at least 1 byte");
         }
         if self.max_backends == 0 || self.max_backends > 63 {
             return err("max backends must be between 1 and 63");

@@ -37,6 +37,7 @@ impl<'a> Conn<'a> {
                 timers: &mut *ctx.timers,
                 effects: &mut *ctx.effects,
                 next_effect: &mut *ctx.next_effect,
+                secondary_held: &mut *ctx.secondary_held,
                 #[cfg(feature = "sim-mutants")]
                 mutant: ctx.mutant,
             },

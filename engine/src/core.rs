@@ -222,10 +222,13 @@ impl Core {
         }
     }
 
-    /// Hands `data` to the driver (or the connect's pending list); a secondary past its budget
-    /// is detached.
+    /// Hands `data` to the driver (or the connect's pending list). A secondary whose write took
+    /// it past its budget, or took the bytes held for every secondary of the engine past
+    /// `secondary_memory`, is detached: what it held is dropped with it, so the total never
+    /// stays above the cap, and the primary and the client never wait for it.
     fn write_now(&mut self, dest: Peer, data: Bytes, ctx: &mut Ctx) {
         let conn = self.conn;
+        let len = data.len() as u64;
         match dest {
             Peer::Client => {
                 self.client.write(SockId::client(conn), data, ctx.out);
@@ -235,8 +238,18 @@ impl Core {
                 if !leg.side.write(leg.sock(conn), data, ctx.out) {
                     return;
                 }
-                if leg.role == Role::Secondary && leg.side.unflushed > ctx.cfg.secondary_budget {
+                if leg.role != Role::Secondary {
+                    return;
+                }
+                *ctx.secondary_held += len;
+                let over_memory = *ctx.secondary_held > ctx.cfg.secondary_memory;
+                #[cfg(feature = "sim-mutants")]
+                let over_memory =
+                    over_memory && !ctx.mutant(crate::mutants::Mutant::SecondaryMemoryUnbounded);
+                if leg.side.unflushed > ctx.cfg.secondary_budget {
                     leg.end(conn, Outcome::DetachedBudget, false, ctx);
+                } else if over_memory {
+                    leg.end(conn, Outcome::DetachedMemory, false, ctx);
                 }
             }
         }

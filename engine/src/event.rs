@@ -34,7 +34,7 @@ pub enum Event {
     EffectDone { id: EffectId, result: EffectResult },
 }
 
-/// Why a socket failed.
+/// Why a socket failed. Variants are only ever appended (captures store the index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Failure {
     /// The peer refused the connection.
@@ -47,4 +47,7 @@ pub enum Failure {
     Unreachable,
     /// Anything else.
     Other,
+    /// The driver could not open a socket: it (or the system) ran out of file descriptors or
+    /// socket memory (EMFILE, ENFILE, ENOBUFS, ENOMEM). Says nothing about the peer.
+    NoDescriptors,
 }

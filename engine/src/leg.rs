@@ -58,6 +58,9 @@ impl Leg {
         ctx: &mut Ctx,
     ) -> Vec<Bytes> {
         self.outcome.get_or_insert(outcome);
+        if self.role == Role::Secondary && !self.side.is_closed() {
+            ctx.release_secondary(self.side.unflushed);
+        }
         let unsent = self.side.close(self.sock(conn), driver_dropped, ctx.out);
         ctx.timers.set(
             TimerKey::Connect(conn, self.id),

@@ -20,16 +20,21 @@ pub enum Mutant {
     AnswersEscapeFlowControl,
     /// FINs go out while an effect is pending: what the effect's hook writes lands after them.
     FinBeforePendingEffect,
+    /// The engine-wide cap on bytes held for secondaries (`Config::secondary_memory`) is never
+    /// checked: every session's never-reading secondary holds up to its budget, together
+    /// sessions × budget.
+    SecondaryMemoryUnbounded,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 6] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::DropTailAfterEof,
         Mutant::SecondaryBackpressuresClient,
         Mutant::ForgetSessionOnReset,
         Mutant::OutputJumpsPendingEffect,
         Mutant::AnswersEscapeFlowControl,
         Mutant::FinBeforePendingEffect,
+        Mutant::SecondaryMemoryUnbounded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +45,7 @@ impl Mutant {
             Mutant::OutputJumpsPendingEffect => "output-jumps-pending-effect",
             Mutant::AnswersEscapeFlowControl => "answers-escape-flow-control",
             Mutant::FinBeforePendingEffect => "fin-before-pending-effect",
+            Mutant::SecondaryMemoryUnbounded => "secondary-memory-unbounded",
         }
     }
 }

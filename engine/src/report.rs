@@ -46,10 +46,25 @@ pub enum Outcome {
     DetachedBudget,
     /// A secondary was still going when its deadline passed.
     DetachedDeadline,
-    /// The session ended (client gone, primary failed, idle timeout, drain) before this leg finished.
+    /// The session ended before this leg finished, for none of the reasons below (the
+    /// interceptor closed it, or the primary failed).
     ClosedEarly,
     /// The interceptor panicked or broke the API's rules; its session was closed.
     InterceptorError,
+    // Appended (captures hash reports by variant index): the words below were `closed-early` or
+    // `refused` before.
+    /// A write to this secondary took the bytes held for all secondaries of the engine past
+    /// `Config::secondary_memory`.
+    DetachedMemory,
+    /// No bytes moved either way for `Config::idle_timeout`.
+    IdleTimeout,
+    /// The drain after `Event::Drain` ran out of time with this leg still going.
+    DrainTimeout,
+    /// The client failed (reset, broken pipe) before the primary finished answering it.
+    ClientGone,
+    /// The socket could not be opened: the driver ran out of descriptors
+    /// (`Failure::NoDescriptors`).
+    NoDescriptors,
 }
 
 impl Outcome {
@@ -64,6 +79,11 @@ impl Outcome {
             Outcome::DetachedDeadline => "detached-deadline",
             Outcome::ClosedEarly => "closed-early",
             Outcome::InterceptorError => "interceptor-error",
+            Outcome::DetachedMemory => "detached-memory",
+            Outcome::IdleTimeout => "idle-timeout",
+            Outcome::DrainTimeout => "drain-timeout",
+            Outcome::ClientGone => "client-gone",
+            Outcome::NoDescriptors => "no-descriptors",
         }
     }
 }

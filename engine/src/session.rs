@@ -36,11 +36,20 @@ pub(crate) struct Ctx<'a> {
     /// Pending effects of every session, for routing `EffectDone`.
     pub effects: &'a mut BTreeMap<EffectId, ConnId>,
     pub next_effect: &'a mut u64,
+    /// Unflushed bytes of every secondary of every session (checked against
+    /// `Config::secondary_memory`); kept by `Core::write_now`, `Leg::end` and `on_flushed`.
+    pub secondary_held: &'a mut u64,
     #[cfg(feature = "sim-mutants")]
     pub mutant: Option<crate::mutants::Mutant>,
 }
 
 impl Ctx<'_> {
+    /// `n` bytes a secondary held are gone (flushed, or dropped with it).
+    pub(crate) fn release_secondary(&mut self, n: u64) {
+        debug_assert!(*self.secondary_held >= n, "secondary bytes counted twice");
+        *self.secondary_held = self.secondary_held.saturating_sub(n);
+    }
+
     /// Whether the deliberate bug `m` is switched on (only ever with the `sim-mutants` feature).
     #[cfg(feature = "sim-mutants")]
     pub(crate) fn mutant(&self, m: crate::mutants::Mutant) -> bool {
@@ -58,6 +67,7 @@ pub(crate) struct Session<S> {
 
 fn outcome_of(failure: Failure, connecting: bool) -> Outcome {
     match (failure, connecting) {
+        (Failure::NoDescriptors, _) => Outcome::NoDescriptors,
         (Failure::TimedOut, true) => Outcome::ConnectTimeout,
         (Failure::Refused | Failure::Unreachable, _) => Outcome::Refused,
         (_, true) => Outcome::Refused,
@@ -319,7 +329,11 @@ impl<S> Session<S> {
             Peer::Client => &mut core.client,
             Peer::Backend(b) => match core.legs.get_mut(usize::from(b.0)) {
                 Some(leg) => {
-                    leg.sent += bytes.min(leg.side.unflushed);
+                    let done = bytes.min(leg.side.unflushed);
+                    leg.sent += done;
+                    if leg.role == Role::Secondary {
+                        ctx.release_secondary(done);
+                    }
                     &mut leg.side
                 }
                 None => return,
@@ -347,7 +361,7 @@ impl<S> Session<S> {
                 if let Some(p) = core.primary {
                     let leg = &mut core.legs[usize::from(p.0)];
                     if !leg.side.is_closed() {
-                        leg.end(conn, Outcome::ClosedEarly, false, ctx);
+                        leg.end(conn, Outcome::ClientGone, false, ctx);
                     }
                 }
                 core.release_secondaries();
@@ -424,7 +438,7 @@ impl<S> Session<S> {
                     ctx.timers
                         .set(TimerKey::Idle(conn), &mut core.idle_timer, Some(due));
                 } else {
-                    core.close_all(Outcome::ClosedEarly, ctx);
+                    core.close_all(Outcome::IdleTimeout, ctx);
                 }
             }
             TimerKey::Connect(_, b) => {
@@ -480,6 +494,16 @@ impl<S> Session<S> {
 
     pub(crate) fn unflushed(&self) -> impl Iterator<Item = (SockId, u64)> + '_ {
         self.core.unflushed()
+    }
+
+    /// Unflushed bytes of this session's secondaries.
+    pub(crate) fn secondary_unflushed(&self) -> u64 {
+        self.core
+            .legs
+            .iter()
+            .filter(|l| l.role == Role::Secondary)
+            .map(|l| l.side.unflushed)
+            .sum()
     }
 
     pub(crate) fn report(&self) -> SessionReport {

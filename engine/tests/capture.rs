@@ -292,20 +292,40 @@ fn the_schema_1_golden_capture_still_decodes_and_replays() {
     let golden = std::fs::read(path).expect("golden capture present");
     assert_eq!(u16::from_le_bytes([golden[10], golden[11]]), 1, "schema 1");
     let (h, r) = decode_all(&golden).unwrap();
-    let (header, records) = recorded_session();
+    let (mut header, records) = recorded_session();
+    // Recorded before the secondary cap existed: read without one.
+    header.config.secondary_memory = fanout_engine::capture::v2::NO_CAP;
     assert_eq!(h, header, "the schema 1 header reads as today's header");
     assert_eq!(r, records);
     assert_eq!(replay(&h, r), Ok(1));
 }
 
 #[test]
+fn the_schema_2_golden_capture_still_decodes_and_replays_without_the_secondary_cap() {
+    // tests/captures/duplex-session-v2.fcap is `recorded_session` in schema 2, whose `Config`
+    // had no `secondary_memory`: it reads with no cap, as the engine that recorded it ran.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/captures/duplex-session-v2.fcap"
+    );
+    let golden = std::fs::read(path).expect("golden capture present");
+    assert_eq!(u16::from_le_bytes([golden[10], golden[11]]), 2, "schema 2");
+    let (h, r) = decode_all(&golden).unwrap();
+    let (mut header, records) = recorded_session();
+    header.config.secondary_memory = fanout_engine::capture::v2::NO_CAP;
+    assert_eq!(h, header, "the schema 2 header reads as today's header");
+    assert_eq!(r, records);
+    assert_eq!(replay(&h, r), Ok(1));
+}
+
+#[test]
 fn the_golden_capture_encodes_byte_for_byte() {
-    // tests/captures/duplex-session-v2.fcap is `recorded_session` in today's schema. If this
+    // tests/captures/duplex-session-v3.fcap is `recorded_session` in today's schema. If this
     // fails the format changed: bump FORMAT_VERSION or SCHEMA_VERSION and keep reading the old
     // one, never silently reinterpret old files.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../tests/captures/duplex-session-v2.fcap"
+        "/../tests/captures/duplex-session-v3.fcap"
     );
     let (header, records) = recorded_session();
     if std::env::var_os("FANOUT_BLESS").is_some() {

@@ -223,3 +223,176 @@ fn a_silent_secondary_differs_at_offset_zero_even_past_the_compare_window() {
         (Some(false), Some(0))
     );
 }
+
+/// Three sessions whose secondaries never read, a 10,000-byte budget each and 25,000 bytes for
+/// all of them: the write that takes the total past the cap detaches its own secondary.
+fn capped() -> Config {
+    Config {
+        secondary_budget: 10_000,
+        secondary_memory: 25_000,
+        ..duplex(1)
+    }
+}
+
+#[test]
+fn the_write_that_takes_all_secondaries_past_the_memory_cap_detaches_its_secondary() {
+    let mut h = Harness::new(capped());
+    for conn in 1..=3 {
+        h.open(conn);
+        h.read(client(conn), &[7; 9_000]); // under the budget; the secondaries never flush
+        h.flush(backend(conn, P));
+    }
+    // 9,000 + 9,000 held; the third session's 9,000 would make 27,000.
+    assert!(!h.is_closed(backend(1, S1)) && !h.is_closed(backend(2, S1)));
+    assert!(h.is_closed(backend(3, S1)));
+    assert_eq!(h.engine.secondary_held(), 18_000);
+    // The primary path never notices: the third client's bytes all reached its primary, and no
+    // client was paused.
+    assert_eq!(h.sent(backend(3, P)).len(), 9_000);
+    assert!((1..=3).all(|c| !h.is_paused(client(c))));
+    for conn in 1..=3 {
+        h.exchange(conn, b"", b"answer");
+        assert_eq!(h.sent(client(conn)), b"answer");
+    }
+    // Only the third session is over; the others' secondaries still hold their bytes.
+    let r = &h.reports[0];
+    assert_eq!(r.conn, fanout_engine::ConnId(3));
+    assert_eq!(r.backends[1].outcome, Outcome::DetachedMemory);
+    assert_eq!(r.backends[0].outcome, Outcome::Ok);
+    assert_eq!(Outcome::DetachedMemory.as_str(), "detached-memory");
+}
+
+#[test]
+fn a_secondary_past_its_own_budget_is_detached_for_the_budget_even_at_the_cap() {
+    let mut h = Harness::new(capped());
+    h.open(1);
+    h.read(client(1), &[1; 9_000]);
+    h.open(2);
+    h.read(client(2), &[2; 9_000]);
+    // Session 2's secondary passes both its budget and the cap: the budget names it.
+    h.read(client(2), &[2; 2_000]);
+    assert!(h.is_closed(backend(2, S1)));
+    h.exchange(2, b"", b"a");
+    assert_eq!(h.reports[0].backends[1].outcome, Outcome::DetachedBudget);
+    assert!(!h.is_closed(backend(1, S1)));
+}
+
+#[test]
+fn bytes_a_secondary_flushed_or_dropped_leave_room_under_the_cap() {
+    let mut h = Harness::new(capped());
+    h.open(1);
+    h.open(2);
+    h.read(client(1), &[1; 9_000]);
+    h.read(client(2), &[2; 9_000]);
+    h.flush(backend(1, S1)); // session 1's secondary catches up
+    h.fail(backend(2, S1), Failure::Reset); // session 2's is gone, its bytes with it
+    assert_eq!(h.engine.secondary_held(), 0);
+    h.open(3);
+    h.open(4);
+    h.read(client(3), &[3; 9_000]);
+    h.read(client(4), &[4; 9_000]);
+    h.read(client(1), &[1; 6_000]);
+    assert!((1..=4).all(|c| c == 2 || !h.is_closed(backend(c, S1))));
+    assert_eq!(h.engine.secondary_held(), 24_000);
+}
+
+#[test]
+fn bytes_waiting_for_a_secondary_to_connect_count_against_the_cap() {
+    let mut h = Harness::new(capped());
+    h.open(1);
+    h.read(client(1), &[1; 9_000]);
+    h.open(2);
+    h.read(client(2), &[2; 9_000]);
+    // Session 3's secondary is still connecting: its bytes wait in the engine all the same.
+    h.accept(3);
+    h.connected(backend(3, P));
+    h.read(client(3), &[3; 5_000]);
+    assert!(!h.is_closed(backend(3, S1)));
+    assert_eq!(h.engine.secondary_held(), 23_000);
+    h.read(client(3), &[3; 4_000]);
+    assert!(h.is_closed(backend(3, S1)));
+    assert_eq!(h.engine.secondary_held(), 18_000);
+    h.exchange(3, b"", b"a");
+    assert_eq!(h.reports[0].backends[1].outcome, Outcome::DetachedMemory);
+    assert_eq!(h.reports[0].backends[1].connect_time, None);
+}
+
+#[test]
+fn a_zero_secondary_memory_cap_is_refused() {
+    let cfg = Config {
+        secondary_memory: 0,
+        ..duplex(1)
+    };
+    let err = fanout_engine::Engine::new(cfg).unwrap_err();
+    assert!(err.to_string().contains("secondary memory"), "{err}");
+}
+
+#[test]
+fn a_backend_that_could_not_get_a_descriptor_is_reported_no_descriptors() {
+    let mut h = Harness::new(duplex(1));
+    h.accept(1);
+    h.connected(backend(1, P));
+    h.handle(Event::ConnectFailed {
+        sock: backend(1, S1),
+        reason: Failure::NoDescriptors,
+    });
+    h.exchange(1, b"q", b"a");
+    assert_eq!(h.sent(client(1)), b"a");
+    assert_eq!(h.reports[0].backends[1].outcome, Outcome::NoDescriptors);
+    assert_eq!(Outcome::NoDescriptors.as_str(), "no-descriptors");
+    // Refused stays for a peer that refused.
+    let mut h = Harness::new(duplex(0));
+    h.accept(1);
+    h.handle(Event::ConnectFailed {
+        sock: backend(1, P),
+        reason: Failure::NoDescriptors,
+    });
+    assert!(h.is_closed(client(1)));
+    assert_eq!(h.reports[0].backends[0].outcome, Outcome::NoDescriptors);
+    h.assert_quiescent();
+}
+
+#[test]
+fn idle_drain_and_a_vanished_client_each_have_their_own_outcome() {
+    // Idle: no bytes either way for the idle timeout.
+    let mut h = Harness::new(duplex(1));
+    h.open(1);
+    h.read(client(1), b"q");
+    h.flush_all();
+    h.advance(h.cfg().idle_timeout);
+    let r = &h.reports[0];
+    assert_eq!(
+        (r.backends[0].outcome, r.backends[1].outcome),
+        (Outcome::IdleTimeout, Outcome::IdleTimeout)
+    );
+    assert_eq!(Outcome::IdleTimeout.as_str(), "idle-timeout");
+    h.assert_quiescent();
+
+    // Drain: the drain deadline cuts what is still going.
+    let mut h = Harness::new(duplex(1));
+    h.open(1);
+    h.handle(Event::Drain);
+    h.advance(h.cfg().drain_timeout);
+    let r = &h.reports[0];
+    assert_eq!(
+        (r.backends[0].outcome, r.backends[1].outcome),
+        (Outcome::DrainTimeout, Outcome::DrainTimeout)
+    );
+    assert_eq!(Outcome::DrainTimeout.as_str(), "drain-timeout");
+    assert!(h.drained);
+
+    // The client resets mid-response: the primary has nobody to answer; the secondary finishes.
+    let mut h = Harness::new(duplex(1));
+    h.open(1);
+    h.read(client(1), b"q");
+    h.flush_all();
+    h.read(backend(1, P), b"half an ans");
+    h.fail(client(1), Failure::Reset);
+    h.read(backend(1, S1), b"answer");
+    h.eof(backend(1, S1));
+    let r = &h.reports[0];
+    assert_eq!(r.backends[0].outcome, Outcome::ClientGone);
+    assert_eq!(r.backends[1].outcome, Outcome::Ok);
+    assert_eq!(Outcome::ClientGone.as_str(), "client-gone");
+    h.assert_quiescent();
+}

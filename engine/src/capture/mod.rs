@@ -28,8 +28,9 @@ pub const FORMAT_VERSION: u16 = 1;
 /// The schema of [`Header`], [`Record`], [`Event`] and [`Config`]. Enum variants are only ever
 /// appended, so a reader accepts any schema up to its own. Schema 2 appended the interceptor
 /// limits to `Config` and `Event::EffectDone`; a schema 1 header is read with the old `Config`
-/// and the new limits at their defaults ([`v1`]).
-pub const SCHEMA_VERSION: u16 = 2;
+/// and the new limits at their defaults ([`v1`]). Schema 3 appended `Config::secondary_memory`
+/// and `Failure::NoDescriptors`; a schema 1 or 2 header is read without the cap ([`v2`]).
+pub const SCHEMA_VERSION: u16 = 3;
 /// The largest header accepted.
 pub const MAX_HEADER: u32 = 1 << 20;
 /// The largest record accepted (a read is at most a few hundred KiB; this leaves room).
@@ -275,6 +276,10 @@ impl<R: Read> Decoder<R> {
         let (header, computed) = if schema == 1 {
             let old: v1::Header = decode_exact(&body, offset)?;
             let computed = v1::fingerprint(&old.config);
+            (old.into(), computed)
+        } else if schema == 2 {
+            let old: v2::Header = decode_exact(&body, offset)?;
+            let computed = v2::fingerprint(&old.config);
             (old.into(), computed)
         } else {
             let header: Header = decode_exact(&body, offset)?;
@@ -544,6 +549,7 @@ impl<I: Interceptor> Replayer<I> {
 }
 
 pub mod script;
+pub mod v2;
 
 /// A whole capture read into memory: the first file's header and the records of every segment,
 /// in order.
@@ -595,7 +601,8 @@ pub fn segment_name(base: &str, segment: u32) -> String {
     }
 }
 
-/// Schema 1 (before interceptors): the header's `Config` had no interceptor limits.
+/// Schema 1 (before interceptors): the header's `Config` had no interceptor limits (read at
+/// their defaults) and no secondary cap (read without one, as [`v2`]).
 pub mod v1 {
     use super::bincode_config;
     use crate::config::Config;
@@ -655,6 +662,7 @@ pub mod v1 {
                     idle_timeout: c.idle_timeout,
                     drain_timeout: c.drain_timeout,
                     reports: c.reports,
+                    secondary_memory: super::v2::NO_CAP,
                     ..Config::default()
                 },
                 epoch_unix_ms: h.epoch_unix_ms,

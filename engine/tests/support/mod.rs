@@ -159,9 +159,26 @@ impl<I: Interceptor> Harness<I> {
         m
     }
 
-    /// No socket's unflushed bytes exceed what the limits allow.
+    /// No socket's unflushed bytes exceed what the limits allow, and the secondaries' together
+    /// stay within the engine-wide cap, as the engine counts them.
     fn check_limits(&self) {
         let cfg = self.engine.config();
+        let secondaries: u64 = self
+            .engine
+            .unflushed()
+            .filter(|&(sock, _)| self.engine.role(sock) == Some(Role::Secondary))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            self.engine.secondary_held(),
+            secondaries,
+            "the engine's count of bytes held for secondaries"
+        );
+        assert!(
+            secondaries <= cfg.secondary_memory,
+            "secondaries hold {secondaries} bytes, cap {}",
+            cfg.secondary_memory
+        );
         for (sock, unflushed) in self.engine.unflushed() {
             let limit = match self.engine.role(sock) {
                 Some(Role::Secondary) => cfg.secondary_budget,

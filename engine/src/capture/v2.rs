@@ -1,0 +1,86 @@
+//! Schema 2 (interceptor limits, before the engine-wide secondary cap): the header's `Config`
+//! had no `secondary_memory`. Such a capture was recorded by an engine without the cap, so it is
+//! read with none ([`NO_CAP`]) and replays as it ran.
+
+use super::bincode_config;
+use crate::config::Config;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `Config::secondary_memory` for captures recorded before the cap existed: never reached.
+pub const NO_CAP: u64 = u64::MAX;
+
+/// `Config` as schema 2 stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldConfig {
+    pub secondaries: u16,
+    pub max_connections: usize,
+    pub high_water: u64,
+    pub low_water: u64,
+    pub secondary_budget: u64,
+    pub secondary_deadline: Duration,
+    pub compare_window: u64,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub reports: bool,
+    pub max_backends: u16,
+    pub max_held: u64,
+    pub max_effects: u32,
+    pub effect_timeout: Duration,
+    pub max_frame: u64,
+}
+
+/// `Header` as schema 2 stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub segment: u32,
+    pub mode: String,
+    pub listen: String,
+    pub backends: Vec<String>,
+    pub config: OldConfig,
+    pub epoch_unix_ms: u64,
+}
+
+/// The fingerprint schema 2 wrote: over its own `Config`.
+pub fn fingerprint(config: &OldConfig) -> u64 {
+    let bytes = bincode::serde::encode_to_vec(config, bincode_config()).unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+impl From<OldConfig> for Config {
+    fn from(c: OldConfig) -> Self {
+        Config {
+            secondaries: c.secondaries,
+            max_connections: c.max_connections,
+            high_water: c.high_water,
+            low_water: c.low_water,
+            secondary_budget: c.secondary_budget,
+            secondary_deadline: c.secondary_deadline,
+            compare_window: c.compare_window,
+            connect_timeout: c.connect_timeout,
+            idle_timeout: c.idle_timeout,
+            drain_timeout: c.drain_timeout,
+            reports: c.reports,
+            max_backends: c.max_backends,
+            max_held: c.max_held,
+            max_effects: c.max_effects,
+            effect_timeout: c.effect_timeout,
+            max_frame: c.max_frame,
+            secondary_memory: NO_CAP,
+        }
+    }
+}
+
+impl From<Header> for super::Header {
+    fn from(h: Header) -> Self {
+        super::Header {
+            segment: h.segment,
+            mode: h.mode,
+            listen: h.listen,
+            backends: h.backends,
+            config: h.config.into(),
+            epoch_unix_ms: h.epoch_unix_ms,
+        }
+    }
+}
