@@ -10,6 +10,8 @@
 //! Set `FANOUT_FUZZ_DEBUG=1` to print the decoded scenario (useful on a crashing input:
 //! `FANOUT_FUZZ_DEBUG=1 cargo +nightly fuzz run engine_events fuzz/artifacts/engine_events/crash-...`).
 
+pub mod seeds;
+
 use crate::driver::{Driver, Stale, MAX_READ};
 use arbitrary::{Arbitrary, Unstructured};
 use fanout_engine::{BackendId, Config, ConnId, Failure, SessionReport, SockId};
@@ -59,12 +61,21 @@ impl Limits {
         };
         let high_water = 1 + u64::from(self.high_water) % (8 * 1024);
         let ms = |v: u16, max: u64| Duration::from_millis(1 + u64::from(v) % max);
+        // The budget takes the low 13 bits; the top 3 pick the secondaries' shared cap, so an
+        // input recorded before the cap existed decodes as it did (and half of them meet one):
+        // about half a budget, one, one and a half, or two, or else the default (never reached).
+        let secondary_budget = 1 + u64::from(self.secondary_budget) % (8 * 1024);
+        let secondary_memory = match self.secondary_budget >> 13 {
+            k @ 4..=7 => secondary_budget * u64::from(k - 3) / 2 + 1,
+            _ => Config::default().secondary_memory,
+        };
         Config {
             secondaries,
             max_connections: 1 + usize::from(self.max_connections) % 4,
             high_water,
             low_water: u64::from(self.low_water) % high_water,
-            secondary_budget: 1 + u64::from(self.secondary_budget) % (8 * 1024),
+            secondary_budget,
+            secondary_memory,
             secondary_deadline: ms(self.deadline_ms, 2_000),
             compare_window: u64::from(self.compare_window) % (8 * 1024),
             connect_timeout: ms(self.connect_ms, 2_000),
@@ -165,7 +176,13 @@ fn step(d: &mut Driver, op: Op) {
         }
         Op::ConnectFail { conn, side, reason } => {
             if let Some(sock) = pick(d, conn, side) {
-                d.connect_failed(sock, reason.into());
+                // The pick uses `side` modulo 2–4; its top bit turns `Other` into a driver out
+                // of descriptors, so inputs recorded before that reason existed decode as they did.
+                let reason = match reason {
+                    Reason::Other if side >= 0x80 => Failure::NoDescriptors,
+                    r => r.into(),
+                };
+                d.connect_failed(sock, reason);
             }
         }
         Op::Read { conn, side, len } => {

@@ -111,3 +111,21 @@ fn intercept_events_corpus_keeps_the_hand_made_seeds() {
         );
     }
 }
+
+/// The same for `engine_events`' hand-made seeds (the secondaries' shared cap and descriptor
+/// shortages, which the campaigns before them could not reach).
+#[test]
+fn engine_events_corpus_keeps_the_hand_made_seeds() {
+    use fanout_fuzz::engine_events::seeds::{encode, seeds};
+    let files: Vec<Vec<u8>> = inputs(&fuzz_dir().join("corpus").join("engine_events"))
+        .iter()
+        .map(|p| std::fs::read(p).expect("readable corpus file"))
+        .collect();
+    for (name, scenario) in seeds() {
+        assert!(
+            files.contains(&encode(&scenario)),
+            "seed {name} is missing from fuzz/corpus/engine_events/: \
+             cargo run -p fanout-fuzz --example engine_seeds -- fuzz/corpus/engine_events"
+        );
+    }
+}
