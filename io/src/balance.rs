@@ -302,6 +302,11 @@ impl Interceptor for Balance {
             return;
         };
         self.release(failed);
+        if reason == Failure::NoDescriptors {
+            // This process ran out of descriptors: the upstream is not at fault, and the next
+            // one would fail the same way. The engine closes the client (`no-descriptors`).
+            return;
+        }
         self.take_out(failed, conn.now(), reason);
         let unsent = conn.unsent();
         match self.open_next(st, conn) {
@@ -392,6 +397,51 @@ mod tests {
             Strategy::from_str("least-conn", true),
             Ok(Strategy::LeastConn)
         );
+    }
+
+    #[test]
+    fn a_descriptor_shortage_takes_no_upstream_out_of_rotation_and_tries_no_other() {
+        use fanout_engine::{Command, Config, ConnId, Engine, Event, Peer, SockId};
+        let mut engine = Engine::with_interceptor(
+            Config::default(),
+            Balance::new(Strategy::RoundRobin, 2, 1, Duration::from_secs(5)),
+        )
+        .unwrap();
+        engine.handle(
+            T0,
+            Event::Accepted {
+                conn: ConnId(1),
+                client: "client".into(),
+            },
+        );
+        let connects = |e: &mut Engine<Balance>| {
+            std::iter::from_fn(|| e.poll_command())
+                .filter(|c| matches!(c, Command::Connect { .. }))
+                .count()
+        };
+        assert_eq!(connects(&mut engine), 1);
+        let sock = SockId::backend(ConnId(1), fanout_engine::BackendId(0));
+        engine.handle(
+            T0,
+            Event::ConnectFailed {
+                sock,
+                reason: Failure::NoDescriptors,
+            },
+        );
+        let cmds: Vec<Command> = std::iter::from_fn(|| engine.poll_command()).collect();
+        assert!(
+            !cmds.iter().any(|c| matches!(c, Command::Connect { .. })),
+            "{cmds:?}"
+        );
+        assert!(cmds.contains(&Command::Close {
+            sock: SockId {
+                conn: ConnId(1),
+                peer: Peer::Client
+            }
+        }));
+        let b = engine.interceptor();
+        assert!(!b.is_down(UpstreamId(0), T0) && !b.is_down(UpstreamId(1), T0));
+        assert_eq!(b.active(UpstreamId(0)), 0);
     }
 
     #[test]

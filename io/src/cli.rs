@@ -206,6 +206,10 @@ pub struct Common {
     /// Unflushed bytes a secondary may hold before it is detached [default: 4MiB].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub secondary_budget: Option<u64>,
+    /// Unflushed bytes all secondaries together may hold (shared out between --threads loops);
+    /// a secondary whose write would pass it is detached [default: 256MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub secondary_memory: Option<u64>,
     /// How long a secondary may go on after the primary finished [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub secondary_deadline: Option<Duration>,
@@ -615,6 +619,10 @@ fn finish(
         &mut cfg.secondary_budget,
         size(cm.secondary_budget, &f.secondary_budget, "secondary-budget")?,
     );
+    set(
+        &mut cfg.secondary_memory,
+        size(cm.secondary_memory, &f.secondary_memory, "secondary-memory")?,
+    );
     cfg.max_backends = cfg.max_backends.max(secondaries.saturating_add(1));
     set(&mut cfg.max_backends, cm.max_backends.or(f.max_backends));
     set(
@@ -781,6 +789,8 @@ mod tests {
             "16KiB",
             "--secondary-budget",
             "8MiB",
+            "--secondary-memory",
+            "64MiB",
             "--secondary-deadline",
             "1s",
             "--drain-timeout",
@@ -795,6 +805,7 @@ mod tests {
         assert_eq!(c.high_water, 1 << 20);
         assert_eq!(c.low_water, 16 << 10);
         assert_eq!(c.secondary_budget, 8 << 20);
+        assert_eq!(c.secondary_memory, 64 << 20);
         assert_eq!(c.secondary_deadline, Duration::from_secs(1));
         assert_eq!(c.drain_timeout, Duration::from_secs(3));
         assert_eq!(s.threads, 2);

@@ -35,6 +35,7 @@ pub(crate) struct FileConfig {
     pub high_water: Option<Scalar>,
     pub low_water: Option<Scalar>,
     pub secondary_budget: Option<Scalar>,
+    pub secondary_memory: Option<Scalar>,
     pub secondary_deadline: Option<String>,
     pub drain_timeout: Option<String>,
     pub max_backends: Option<u16>,

@@ -25,12 +25,12 @@ use crate::clock::Clock;
 use crate::effects::{Lane, Pool};
 use crate::report::ReportSink;
 use crate::sockets::{Sock, Sockets};
-use crate::stream::{connect_failure, io_failure, Stream};
+use crate::stream::{connect_failure, io_failure, is_out_of_resources, Stream};
 use crate::writeq::Stop;
 use bytes::BytesMut;
 use fanout_engine::{
-    Command, ConnId, EffectError, EffectId, EffectRequest, Engine, Event, Interceptor, Peer,
-    SockId, UpstreamId,
+    Command, ConnId, EffectError, EffectId, EffectRequest, Engine, Event, Failure, Interceptor,
+    Peer, SockId, UpstreamId,
 };
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -99,6 +99,8 @@ struct AcceptGate {
     backoff: Duration,
     /// When the last back-off warning was logged.
     warned: Option<std::time::Instant>,
+    /// When "max connections reached" was last logged.
+    full_warned: Option<std::time::Instant>,
 }
 
 impl<I: Interceptor> std::fmt::Debug for Driver<I> {
@@ -291,7 +293,12 @@ impl<I: Interceptor> Driver<I> {
                     }
                 }
             }
-            Command::PauseAccept => self.accept.paused = true,
+            Command::PauseAccept => {
+                self.accept.paused = true;
+                if !self.draining {
+                    self.warn_full();
+                }
+            }
             Command::ResumeAccept => {
                 self.accept.paused = false;
                 self.queue_listener();
@@ -345,11 +352,17 @@ impl<I: Interceptor> Driver<I> {
         let stream = match Stream::connect(&backend.target, self.bind_source) {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!("{sock}: connect to {} failed: {e}", backend.name);
-                self.pending.push_back(Event::ConnectFailed {
-                    sock,
-                    reason: connect_failure(&e),
-                });
+                let reason = connect_failure(&e);
+                if reason == Failure::NoDescriptors {
+                    // A client accepted now could not get a backend either: accepting it would
+                    // only spend a descriptor to fail it. Pause accepts as when accept itself
+                    // runs out; new clients wait in the listen queue until sessions end.
+                    self.back_off("cannot open a backend socket", &e);
+                } else {
+                    tracing::debug!("{sock}: connect to {} failed: {e}", backend.name);
+                }
+                self.pending
+                    .push_back(Event::ConnectFailed { sock, reason });
                 return;
             }
         };
@@ -362,10 +375,13 @@ impl<I: Interceptor> Driver<I> {
         ) {
             tracing::warn!("{sock}: cannot register a backend socket: {e}");
             self.socks.remove(token);
-            self.pending.push_back(Event::ConnectFailed {
-                sock,
-                reason: fanout_engine::Failure::Other,
-            });
+            let reason = if is_out_of_resources(&e) {
+                Failure::NoDescriptors
+            } else {
+                Failure::Other
+            };
+            self.pending
+                .push_back(Event::ConnectFailed { sock, reason });
         }
     }
 
@@ -591,7 +607,7 @@ impl<I: Interceptor> Driver<I> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_resources(&e) => {
-                    self.back_off(&e);
+                    self.back_off("cannot accept", &e);
                     return;
                 }
                 // ECONNABORTED, EINTR, EPERM (firewall): this one connection is lost.
@@ -601,20 +617,33 @@ impl<I: Interceptor> Driver<I> {
         self.queue_listener();
     }
 
-    fn back_off(&mut self, e: &io::Error) {
+    /// Out of descriptors or memory (`what` failed with `e`): stop accepting for a while, longer
+    /// each time it happens again before an accept succeeds.
+    fn back_off(&mut self, what: &str, e: &io::Error) {
         let gate = &mut self.accept;
         let now = std::time::Instant::now();
         if gate.backoff.is_zero() {
             // One warning per episode, and at most one per WARN_EVERY when episodes flap.
-            if !matches!(gate.warned, Some(at) if now.duration_since(at) < WARN_EVERY) {
-                tracing::warn!("cannot accept: {e}; pausing accepts (backing off up to 1s)");
-                gate.warned = Some(now);
+            if may_warn(&mut gate.warned, now) {
+                tracing::warn!("{what}: {e}; pausing accepts (backing off up to 1s)");
             }
             gate.backoff = BACKOFF_FIRST;
         } else {
             gate.backoff = (gate.backoff * 2).min(BACKOFF_MAX);
         }
         gate.backoff_until = Some(now + gate.backoff);
+    }
+
+    /// The engine paused accepting at `--max-connections` (this loop's share of it): said at
+    /// most once per [`WARN_EVERY`], since a busy proxy may touch the limit many times a second.
+    fn warn_full(&mut self) {
+        if may_warn(&mut self.accept.full_warned, std::time::Instant::now()) {
+            tracing::warn!(
+                "max connections reached: {} clients open on this event loop (its share of \
+                 --max-connections); not accepting until one leaves",
+                self.engine.open_clients()
+            );
+        }
     }
 
     // ---- time and draining --------------------------------------------------------------
@@ -654,9 +683,11 @@ impl<I: Interceptor> Driver<I> {
     }
 }
 
-fn is_out_of_resources(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// Whether a warning last given at `last` may be given again at `now`; if so, notes `now`.
+fn may_warn(last: &mut Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    if matches!(*last, Some(at) if now.duration_since(at) < WARN_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }

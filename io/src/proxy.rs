@@ -205,11 +205,13 @@ where
 }
 
 /// Each loop runs its own engine, so the process-wide `--max-connections` is shared out
-/// between the loops (rounded up, so each loop may take at least one client).
+/// between the loops (rounded up, so each loop may take at least one client), and so is
+/// `--secondary-memory` (rounded down, so the loops together never pass it; at least a byte).
 fn per_loop_config(cfg: &Config, threads: usize) -> Config {
     let threads = threads.max(1);
     Config {
         max_connections: cfg.max_connections.div_ceil(threads),
+        secondary_memory: (cfg.secondary_memory / threads as u64).max(1),
         ..cfg.clone()
     }
 }
@@ -262,5 +264,16 @@ mod tests {
         assert_eq!(per_loop_config(&cfg, 3).max_connections, 4);
         assert_eq!(per_loop_config(&cfg, 64).max_connections, 1);
         assert_eq!(per_loop_config(&cfg, 3).idle_timeout, cfg.idle_timeout);
+    }
+
+    #[test]
+    fn secondary_memory_is_shared_between_loops_never_exceeding_the_total() {
+        let cfg = Config {
+            secondary_memory: 100,
+            ..Config::default()
+        };
+        assert_eq!(per_loop_config(&cfg, 1).secondary_memory, 100);
+        assert_eq!(per_loop_config(&cfg, 3).secondary_memory, 33);
+        assert_eq!(per_loop_config(&cfg, 200).secondary_memory, 1);
     }
 }

@@ -160,12 +160,24 @@ fn no_port_at_bind(socket: &Socket) {
 
 /// Why a connect failed, as the engine classifies it.
 pub(crate) fn connect_failure(e: &io::Error) -> Failure {
+    if is_out_of_resources(e) {
+        return Failure::NoDescriptors;
+    }
     match e.raw_os_error() {
         Some(libc::ECONNREFUSED) => Failure::Refused,
         Some(libc::ETIMEDOUT) => Failure::TimedOut,
         Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENOENT) => Failure::Unreachable,
         _ => Failure::Other,
     }
+}
+
+/// The process or the system ran out of descriptors or socket memory: nothing to do with the
+/// peer, and the next socket would fail the same way until some are freed.
+pub(crate) fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Why an established socket failed on a read or a write.
@@ -197,6 +209,9 @@ mod tests {
         );
         assert_eq!(connect_failure(&os(libc::ENOENT)), Failure::Unreachable);
         assert_eq!(connect_failure(&os(libc::EACCES)), Failure::Other);
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(connect_failure(&os(errno)), Failure::NoDescriptors);
+        }
         assert_eq!(io_failure(&os(libc::ECONNRESET)), Failure::Reset);
         assert_eq!(io_failure(&os(libc::EPIPE)), Failure::Reset);
         assert_eq!(io_failure(&os(libc::EIO)), Failure::Other);

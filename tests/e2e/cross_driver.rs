@@ -168,6 +168,8 @@ fn proxy_for(header: &Header, backends: &[Playback]) -> Fanout {
         c.low_water.to_string(),
         "--secondary-budget".into(),
         c.secondary_budget.to_string(),
+        "--secondary-memory".into(),
+        c.secondary_memory.to_string(),
     ]));
     Fanout::start(&a)
 }

@@ -289,7 +289,7 @@ fn client_reset_mid_response_closes_backend_promptly() {
 }
 
 #[test]
-fn duplex_client_reset_mid_response_closes_primary_and_reports_closed_early() {
+fn duplex_client_reset_mid_response_closes_primary_and_reports_client_gone() {
     let dir = tempfile::tempdir().unwrap();
     let path = report_path(dir.path());
     let cut = Arc::new(Mutex::new(None));
@@ -309,5 +309,153 @@ fn duplex_client_reset_mid_response_closes_primary_and_reports_closed_early() {
     );
     let sessions = report::wait_for(&path, 1);
     let p = report::backend(&sessions[0], &primary.arg());
-    assert_eq!(p["outcome"], "closed-early", "{p:#}");
+    assert_eq!(p["outcome"], "client-gone", "{p:#}");
+}
+
+/// `fanout duplex` to `primary` and `secondary` reporting to `report`, with a descriptor limit
+/// that leaves room for four whole sessions (three descriptors each: client, primary,
+/// secondary) and then `spare` more: the fifth session's backend connects meet EMFILE.
+fn duplex_short_of_descriptors(
+    primary: &Backend,
+    secondary: &Backend,
+    report: &str,
+    spare: usize,
+) -> Fanout {
+    let args = proxy::args([
+        "duplex",
+        "--listen",
+        "127.0.0.1:0",
+        "--primary",
+        &primary.arg(),
+        "--secondary",
+        &secondary.arg(),
+        "--report",
+        report,
+    ]);
+    // The limit bounds descriptor numbers, and fanout may have inherited some far above the
+    // ones it opens (cargo's jobserver pipe): count the free numbers below the limit.
+    let idle = Fanout::start(&args);
+    let used: Vec<usize> = std::fs::read_dir(format!("/proc/{}/fd", idle.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let idle_fds = used.len();
+    drop(idle);
+    let mut limit = 0;
+    let mut free = 0;
+    while free < 4 * 3 + spare {
+        if !used.contains(&limit) {
+            free += 1;
+        }
+        limit += 1;
+    }
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={limit}:{limit}"))
+        .arg(proxy::bin())
+        .args(&args);
+    let proxy = Fanout::spawn(cmd, &format!("prlimit --nofile={limit} fanout duplex"));
+    assert_eq!(
+        proxy.open_fds(),
+        idle_fds,
+        "fanout holds another number of descriptors under prlimit"
+    );
+    proxy
+}
+
+/// The report's backend outcomes once one is `want` (or whatever is there after a while).
+fn outcomes_once(path: &str, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + LIVENESS;
+    loop {
+        let outcomes: Vec<String> = report::read(path)
+            .iter()
+            .flat_map(|s| s["backends"].as_array().unwrap().clone())
+            .map(|b| b["outcome"].as_str().unwrap().to_string())
+            .collect();
+        if outcomes.iter().any(|o| o == want) || Instant::now() >= deadline {
+            return outcomes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_secondary_that_cannot_get_a_descriptor_is_reported_no_descriptors_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::echo);
+    let secondary = Backend::spawn(backend::echo);
+    // Room for the fifth client and its primary, not its secondary.
+    let proxy = duplex_short_of_descriptors(&primary, &secondary, &path, 2);
+    let mut clients: Vec<TcpStream> = (0..5u8)
+        .map(|i| {
+            let mut c = proxy.connect();
+            client::echoes(&mut c, i);
+            c
+        })
+        .collect();
+    assert!(
+        eventually(LIVENESS, || proxy
+            .stderr()
+            .contains("cannot open a backend socket")),
+        "the shortage at connect was not logged: {}",
+        proxy.stderr()
+    );
+    assert!(
+        proxy.stderr().contains("pausing accepts"),
+        "{}",
+        proxy.stderr()
+    );
+    // The fifth session goes on without its secondary.
+    client::echoes(&mut clients[4], b'5');
+    drop(clients);
+    let outcomes = outcomes_once(&path, "no-descriptors");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "no-descriptors").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o == "refused"), "{outcomes:?}");
+}
+
+#[test]
+fn a_primary_that_cannot_get_a_descriptor_closes_its_client_and_is_reported_no_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::echo);
+    let secondary = Backend::spawn(backend::echo);
+    // Room for the fifth client, not its primary.
+    let proxy = duplex_short_of_descriptors(&primary, &secondary, &path, 1);
+    let _served: Vec<TcpStream> = (0..4u8)
+        .map(|i| {
+            let mut c = proxy.connect();
+            client::echoes(&mut c, i);
+            c
+        })
+        .collect();
+    let mut fifth = proxy.connect();
+    let _ = fifth.write_all(b"?");
+    client::expect_closed(&mut fifth, PROMPTLY);
+    let outcomes = outcomes_once(&path, "no-descriptors");
+    assert!(
+        outcomes.iter().any(|o| o == "no-descriptors"),
+        "{outcomes:?}"
+    );
+    assert!(!outcomes.iter().any(|o| o == "refused"), "{outcomes:?}");
+}
+
+#[test]
+fn reaching_max_connections_is_logged_once_not_per_client() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--max-connections", "1"]);
+    let said = |p: &Fanout| p.stderr().matches("max connections reached").count();
+    for i in 0..5u8 {
+        let mut c = proxy.connect();
+        client::echoes(&mut c, i);
+        assert!(
+            eventually(LIVENESS, || said(&proxy) == 1),
+            "after {} clients at the limit: {}",
+            i + 1,
+            proxy.stderr()
+        );
+    }
 }

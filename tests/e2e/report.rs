@@ -228,3 +228,24 @@ fn report_lines_stay_whole_with_two_threads() {
         );
     }
 }
+
+#[test]
+fn an_idle_session_is_reported_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::echo);
+    let secondary = Backend::spawn(backend::echo);
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[secondary.arg()],
+        &["--report", path.as_str(), "--idle-timeout", "300ms"],
+    );
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'i');
+    client::expect_closed(&mut c, LIVENESS);
+    let sessions = report::wait_for(&path, 1);
+    for address in [primary.arg(), secondary.arg()] {
+        let b = report::backend(&sessions[0], &address);
+        assert_eq!(b["outcome"], "idle-timeout", "{b:#}");
+    }
+}

@@ -221,3 +221,72 @@ fn flooding_secondary_costs_client_nothing_and_proxy_memory_stays_bounded() {
     let peak = proxy.peak_rss_kib();
     assert!(peak < 64 * 1024, "proxy peak RSS {peak} KiB");
 }
+
+#[test]
+fn secondary_memory_caps_what_never_reading_secondaries_hold_together() {
+    // 48 clients upload 8 MiB each through a duplex whose secondary never reads. Once the
+    // kernel's buffers toward each secondary are full (a few MiB on loopback), every secondary
+    // could hold its 4 MiB budget: about 190 MiB together. With --secondary-memory 4MiB the
+    // write that would take them past 4 MiB detaches its secondary instead, while every client
+    // still gets its whole stream to the primary.
+    const SESSIONS: usize = 48;
+    const CAP_MIB: u64 = 4;
+    let len = 8 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let primary = Backend::spawn(backend::count_upload);
+    let sink = Backend::spawn(backend::never_read);
+    let cap = format!("{CAP_MIB}MiB");
+    let proxy = Fanout::duplex(
+        primary.addr(),
+        &[sink.arg()],
+        &[
+            "--report",
+            path.as_str(),
+            "--secondary-memory",
+            cap.as_str(),
+            "--secondary-deadline",
+            "1s",
+        ],
+    );
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let mut c = proxy.connect();
+            std::thread::spawn(move || {
+                let mut up = c.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
+                    up.shutdown(Shutdown::Write).unwrap();
+                });
+                let answer = client::read_to_eof(&mut c);
+                writer.join().unwrap();
+                answer
+            })
+        })
+        .collect();
+    let want = backend::count_line(len, pattern::digest(len));
+    for c in clients {
+        let answer = c.join().expect("a client thread");
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            want,
+            "a primary lost bytes"
+        );
+    }
+    let sessions = report::wait_for_within(&path, SESSIONS, Duration::from_secs(30));
+    let mut detached = 0;
+    for s in &sessions {
+        assert_eq!(report::backend(s, &primary.arg())["outcome"], "ok", "{s:#}");
+        let outcome = &report::backend(s, &sink.arg())["outcome"];
+        detached += usize::from(outcome == "detached-memory");
+    }
+    assert!(
+        detached >= SESSIONS / 2,
+        "only {detached} of {SESSIONS} secondaries were detached for the shared cap: {sessions:#?}"
+    );
+    let peak_mib = proxy.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < CAP_MIB + 64,
+        "proxy peak RSS {peak_mib} MiB with secondaries capped at {CAP_MIB} MiB"
+    );
+}

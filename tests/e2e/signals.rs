@@ -77,7 +77,7 @@ fn sigterm_with_no_sessions_exits_0() {
 }
 
 #[test]
-fn drain_timeout_reports_cut_session_closed_early() {
+fn drain_timeout_reports_cut_session_drain_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let path = report_path(dir.path());
     let primary = Backend::spawn(backend::echo);
@@ -95,7 +95,7 @@ fn drain_timeout_reports_cut_session_closed_early() {
     let sessions = report::read(&path);
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     let p = report::backend(&sessions[0], &primary.arg());
-    assert_eq!(p["outcome"], "closed-early", "{p:#}");
+    assert_eq!(p["outcome"], "drain-timeout", "{p:#}");
 }
 
 #[test]
