@@ -54,5 +54,9 @@ pub fn aimed(m: Mutant) -> (Scenario, &'static str) {
             Scenario::InterceptEffects,
             "the primary's EOF arrives while a last ASK line's effect is pending: no client FIN before its answer",
         ),
+        Mutant::SecondaryMemoryUnbounded => (
+            Scenario::DuplexMemoryCap,
+            "uploads to never-reading secondaries fill one to three budgets' worth of shared cap many times over",
+        ),
     }
 }

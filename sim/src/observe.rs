@@ -4,7 +4,7 @@
 use fanout_engine::{
     Command, Config, Engine, Event, Instant, Interceptor, Peer, Role, SessionReport, SockId,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::driver::READ_SIZE;
@@ -35,6 +35,19 @@ pub struct Observer {
     effect_allowance: u64,
     /// `SIM_TRACE=1`: print every input and output to stderr.
     print: bool,
+    /// Every socket the engine named a secondary (learned after each step).
+    secondaries: BTreeSet<SockId>,
+    /// Unflushed bytes of every secondary together after the last step.
+    secondaries_held: u64,
+    /// Bytes the step being handled may add to them: a client read goes to every secondary
+    /// (to its queue, or to its pending list while it connects), and writes to secondaries.
+    step_read: u64,
+    step_written: u64,
+    /// Secondaries the engine closed, and whether what the secondaries held could have passed
+    /// `secondary_memory` at that point of the step: a `detached-memory` needs it.
+    pub secondaries_closed: BTreeMap<SockId, bool>,
+    /// The secondaries were seen over the cap (reported once).
+    over_cap_seen: bool,
 }
 
 /// Shortens a trace line whose payload is long.
@@ -75,6 +88,11 @@ impl Observer {
             Event::Failed { .. } | Event::ConnectFailed { .. } => self.failures += 1,
             _ => {}
         }
+        self.step_written = 0;
+        self.step_read = match event {
+            Event::Read { sock, data } if sock.peer == Peer::Client => data.len() as u64,
+            _ => 0,
+        };
         self.steps += 1;
         // The client's address carries turmoil's ephemeral port, which is deterministic too.
         let line = format!("{now:?} {event:?}\n");
@@ -93,6 +111,22 @@ impl Observer {
         self.trace.update(line.as_bytes());
         if matches!(cmd, Command::PauseRead { .. }) {
             self.pauses += 1;
+        }
+        match cmd {
+            Command::Write { sock, data } if self.secondaries.contains(sock) => {
+                self.step_written += data.len() as u64;
+            }
+            Command::Close { sock } if self.secondaries.contains(sock) => {
+                let cap = self
+                    .limits
+                    .as_ref()
+                    .map_or(u64::MAX, |c| c.secondary_memory);
+                let most = self.secondaries_held
+                    + self.step_written
+                    + self.step_read * self.secondaries_per_session();
+                self.secondaries_closed.insert(*sock, most > cap);
+            }
+            _ => {}
         }
         let named = match cmd {
             Command::Write { sock, .. }
@@ -113,12 +147,43 @@ impl Observer {
         self.reports.push(report);
     }
 
-    /// Checked after every step: no socket holds more than the limits allow.
+    /// Secondaries a client read may be written to, at most (the plan's, else the engine's
+    /// backend limit).
+    fn secondaries_per_session(&self) -> u64 {
+        self.limits.as_ref().map_or(0, |c| match c.secondaries {
+            0 => u64::from(c.max_backends),
+            n => u64::from(n),
+        })
+    }
+
+    /// Checked after every step: no socket holds more than the limits allow, and the
+    /// secondaries together no more than `secondary_memory`, as the engine says.
     pub fn after_step<I: Interceptor>(&mut self, engine: &Engine<I>) {
         self.engine_idle = engine.is_idle();
         self.sessions = engine.session_count();
         let Some(cfg) = &self.limits else { return };
         let mut over = Vec::new();
+        let mut held = 0;
+        for (sock, unflushed) in engine.unflushed() {
+            if engine.role(sock) == Some(Role::Secondary) {
+                self.secondaries.insert(sock);
+                held += unflushed;
+            }
+        }
+        self.secondaries_held = held;
+        if held > cfg.secondary_memory && !self.over_cap_seen {
+            self.over_cap_seen = true;
+            over.push(format!(
+                "buffered bytes over the limit: the secondaries hold {held} together, cap {}",
+                cfg.secondary_memory
+            ));
+        }
+        if engine.secondary_held() != held {
+            over.push(format!(
+                "the engine counts {} bytes held for secondaries, they hold {held}",
+                engine.secondary_held()
+            ));
+        }
         for (sock, unflushed) in engine.unflushed() {
             if sock.peer == Peer::Client {
                 self.peak_client_unflushed = self.peak_client_unflushed.max(unflushed);

@@ -13,9 +13,12 @@
 //! log must agree: every `ASK` line the client's answers cover asked for its effect exactly once,
 //! from that client's session only, and every effect asked for stands for a line a client sent.
 //!
-//! Both: no invariant broken at the engine boundary (limits after every step, known sockets),
-//! liveness after the faults heal, quiescence (no session, timer, command or effect in flight),
-//! one report per session with fitting outcomes and no interceptor error.
+//! Both: no invariant broken at the engine boundary (limits after every step, the secondaries'
+//! shared cap included, known sockets), liveness after the faults heal, quiescence (no session,
+//! timer, command or effect in flight), one report per session with fitting outcomes and no
+//! interceptor error; `detached-memory` only for a secondary closed when the secondaries' bytes
+//! could have passed `secondary_memory`, and never `closed-early` (nothing in these scenarios
+//! closes a session for a reason without its own word).
 
 use crate::effects::EffectLog;
 use crate::run::Observed;
@@ -252,6 +255,25 @@ fn check_reports(plan: &Plan, seen: &Observed) -> Result<(), String> {
                 r.conn.0, primary.outcome
             ));
         }
+        for b in &r.backends {
+            if b.outcome == Outcome::ClosedEarly {
+                return Err(format!(
+                    "report: session {} backend {} reported closed-early: {:?}",
+                    r.conn.0, b.backend.0, r.backends
+                ));
+            }
+        }
+        for s in &r.backends[1..] {
+            let sock = fanout_engine::SockId::backend(r.conn, s.backend);
+            if s.outcome == Outcome::DetachedMemory
+                && seen.obs.secondaries_closed.get(&sock) != Some(&true)
+            {
+                return Err(format!(
+                    "report: session {} secondary detached-memory, but the secondaries could not have held more than the cap of {} bytes when it was closed",
+                    r.conn.0, plan.cfg.secondary_memory
+                ));
+            }
+        }
         for (s, kind) in r.backends[1..].iter().zip(&plan.secondaries) {
             let ok = s.outcome == Outcome::Ok;
             let fits = match kind {
@@ -259,7 +281,10 @@ fn check_reports(plan: &Plan, seen: &Observed) -> Result<(), String> {
                     // It can only finish by being cut loose (or if it was sent nothing at all).
                     matches!(
                         s.outcome,
-                        Outcome::DetachedBudget | Outcome::DetachedDeadline | Outcome::ClosedEarly
+                        Outcome::DetachedBudget
+                            | Outcome::DetachedDeadline
+                            | Outcome::DetachedMemory
+                            | Outcome::IdleTimeout
                     ) || (ok && s.bytes_sent == 0)
                 }
                 SecondaryKind::Garbage if ok && clean => {

@@ -55,10 +55,15 @@ pub enum Scenario {
     /// Many short line-rewriter sessions with a mirrored secondary while partitions, holds and
     /// crashes of the mirror come and go, effects fail and time out, and some clients vanish.
     InterceptChurn,
+    /// Duplex; 8–24 clients upload at once to a secondary that never reads, with the
+    /// secondaries' shared cap (`secondary_memory`) at half a budget to two budgets: the cap
+    /// detaches secondaries their budget would have kept. (Last, as scenarios seed their plans
+    /// by their place here.)
+    DuplexMemoryCap,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::RelayHealthy,
         Scenario::DuplexPartition,
         Scenario::DuplexHold,
@@ -66,6 +71,7 @@ impl Scenario {
         Scenario::DuplexBounce,
         Scenario::DuplexSlowReader,
         Scenario::DuplexNeverReads,
+        Scenario::DuplexMemoryCap,
         Scenario::DuplexGarbage,
         Scenario::DuplexLatency,
         Scenario::DuplexReset,
@@ -90,6 +96,7 @@ impl Scenario {
             Scenario::DuplexBounce => "duplex-bounce",
             Scenario::DuplexSlowReader => "duplex-slow-reader",
             Scenario::DuplexNeverReads => "duplex-never-reads",
+            Scenario::DuplexMemoryCap => "duplex-memory-cap",
             Scenario::DuplexGarbage => "duplex-garbage",
             Scenario::DuplexLatency => "duplex-latency",
             Scenario::DuplexReset => "duplex-reset",
@@ -245,6 +252,7 @@ impl Plan {
         use Scenario::*;
         let n_clients = match scenario {
             Churn => rng.random_range(20..=40),
+            DuplexMemoryCap => rng.random_range(8..=24),
             _ => rng.random_range(1..=12),
         };
         let mut clients = Vec::new();
@@ -256,10 +264,22 @@ impl Plan {
                 _ if big => (160_000, 400_000),
                 _ => (64_000, 200_000),
             };
-            let request_len = rng.random_range(16..=req_max);
+            let request_len = match scenario {
+                // Past what the secondary's socket takes in (about 128 KiB) and its budget.
+                DuplexMemoryCap => rng.random_range(200_000..=600_000),
+                _ => rng.random_range(16..=req_max),
+            };
             clients.push(ClientPlan {
                 id,
-                start_at: ms(&mut rng, 0, if scenario == Churn { 4_000 } else { 500 }),
+                start_at: ms(
+                    &mut rng,
+                    0,
+                    match scenario {
+                        Churn => 4_000,
+                        DuplexMemoryCap => 100,
+                        _ => 500,
+                    },
+                ),
                 request_len,
                 response_len: rng.random_range(0..=resp_max),
                 chunk: rng.random_range(256..=16_384),
@@ -278,7 +298,7 @@ impl Plan {
         }
         let secondary_kind = match scenario {
             DuplexGarbage => SecondaryKind::Garbage,
-            DuplexNeverReads => SecondaryKind::NeverReads,
+            DuplexNeverReads | DuplexMemoryCap => SecondaryKind::NeverReads,
             DuplexSlowReader => SecondaryKind::SlowReader,
             DuplexReset => SecondaryKind::Resets,
             _ => SecondaryKind::Honest,
@@ -325,10 +345,14 @@ impl Plan {
             _ => {}
         }
         let heal_at = faults.last().map(|(t, _)| *t).unwrap_or_default();
+        let mut cfg = sim_config(secondaries.len() as u16);
+        if scenario == DuplexMemoryCap {
+            cfg.secondary_memory = cfg.secondary_budget * rng.random_range(1..=4) / 2;
+        }
         Plan {
             scenario,
             seed,
-            cfg: sim_config(secondaries.len() as u16),
+            cfg,
             clients,
             secondaries,
             faults,

@@ -28,6 +28,19 @@ fn a_never_reading_secondary_is_detached_at_its_budget() {
 }
 
 #[test]
+fn the_secondaries_shared_cap_detaches_them_only_where_it_is_small() {
+    let capped = runs(Scenario::DuplexMemoryCap);
+    assert!(count(&capped, Role::Secondary, Outcome::DetachedMemory) > 0);
+    assert_eq!(count(&capped, Role::Secondary, Outcome::Ok), 0);
+    // At the default cap, never-reading secondaries meet only their budgets.
+    let uncapped = runs(Scenario::DuplexNeverReads);
+    assert_eq!(
+        count(&uncapped, Role::Secondary, Outcome::DetachedMemory),
+        0
+    );
+}
+
+#[test]
 fn a_slow_secondary_is_detached() {
     let runs = runs(Scenario::DuplexSlowReader);
     let detached = count(&runs, Role::Secondary, Outcome::DetachedBudget)

@@ -60,6 +60,7 @@ scenarios! {
     duplex_bounce => DuplexBounce,
     duplex_slow_reader => DuplexSlowReader,
     duplex_never_reads => DuplexNeverReads,
+    duplex_memory_cap => DuplexMemoryCap,
     duplex_garbage => DuplexGarbage,
     duplex_latency => DuplexLatency,
     duplex_reset => DuplexReset,
