@@ -27,10 +27,10 @@ use crate::report::ReportSink;
 use crate::sockets::{Sock, Sockets};
 use crate::stream::{connect_failure, io_failure, is_out_of_resources, Stream};
 use crate::writeq::Stop;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fanout_engine::{
     Command, ConnId, EffectError, EffectId, EffectRequest, Engine, Event, Failure, Interceptor,
-    Peer, SockId, UpstreamId,
+    Peer, Role, SockId, UpstreamId,
 };
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -259,6 +259,17 @@ impl<I: Interceptor> Driver<I> {
         match cmd {
             Command::Connect { sock, upstream } => self.connect(sock, upstream),
             Command::Write { sock, data } => {
+                // A secondary that takes no bytes now may hold them for long. Reads are slices
+                // of shared 64 KiB blocks, and one slice keeps its whole block alive: it gets a
+                // copy of its own, so what it holds is what the engine counts against
+                // `--secondary-memory`. (Never on the primary path, and only while blocked.)
+                let hold = self.socks.by_id(sock).is_some_and(|(_, s)| s.write_blocked)
+                    && self.engine.role(sock) == Some(Role::Secondary);
+                let data = if hold {
+                    Bytes::copy_from_slice(&data)
+                } else {
+                    data
+                };
                 if let Some((token, s)) = self.socks.by_id(sock) {
                     s.queue.push(data);
                     if !s.dirty {

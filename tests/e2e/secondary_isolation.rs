@@ -224,14 +224,15 @@ fn flooding_secondary_costs_client_nothing_and_proxy_memory_stays_bounded() {
 
 #[test]
 fn secondary_memory_caps_what_never_reading_secondaries_hold_together() {
-    // 48 clients upload 8 MiB each through a duplex whose secondary never reads. Once the
-    // kernel's buffers toward each secondary are full (a few MiB on loopback), every secondary
-    // could hold its 4 MiB budget: about 190 MiB together. With --secondary-memory 4MiB the
-    // write that would take them past 4 MiB detaches its secondary instead, while every client
-    // still gets its whole stream to the primary.
+    // 48 clients upload 12 MiB each through a duplex whose secondary never reads, with a
+    // 16 MiB budget per secondary. Once the kernel's buffers toward each secondary are full (a
+    // few MiB on loopback), each holds the rest of its upload: without a cap the proxy peaks
+    // near 400 MiB. With --secondary-memory 4MiB the write that would take the secondaries past
+    // 4 MiB together detaches its secondary instead, and every client still gets its whole
+    // stream to the primary.
     const SESSIONS: usize = 48;
     const CAP_MIB: u64 = 4;
-    let len = 8 * MIB;
+    let len = 12 * MIB;
     let dir = tempfile::tempdir().unwrap();
     let path = report_path(dir.path());
     let primary = Backend::spawn(backend::count_upload);
@@ -245,6 +246,8 @@ fn secondary_memory_caps_what_never_reading_secondaries_hold_together() {
             path.as_str(),
             "--secondary-memory",
             cap.as_str(),
+            "--secondary-budget",
+            "16MiB",
             "--secondary-deadline",
             "1s",
         ],
