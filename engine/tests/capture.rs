@@ -373,3 +373,37 @@ fn output_digest_tells_commands_apart() {
     assert_eq!(unique.len(), digests.len());
     let _ = Instant::ZERO;
 }
+
+#[test]
+fn a_schema_2_capture_of_sessions_cut_short_replays_to_the_digest_its_engine_recorded() {
+    // tests/captures/older-engines/duplex-cut-short-v2.fcap was recorded by the engine before
+    // schema 3 (an idle timeout, a client reset mid-answer, a drain deadline), whose reports said
+    // closed-early for all three. Today's engine says idle-timeout, client-gone and
+    // drain-timeout; replayed as schema 2, reports hash in the old words and the digest holds.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/captures/older-engines/duplex-cut-short-v2.fcap"
+    );
+    let golden = std::fs::read(path).expect("capture present");
+    let dec = Decoder::new(&golden[..]).unwrap();
+    assert_eq!(dec.schema(), 2);
+    let (header, records) = decode_all(&golden).unwrap();
+    let engine = || Engine::new(header.config.clone()).unwrap();
+    let mut outcomes = Vec::new();
+    let mut rp = Replayer::for_schema(engine(), 2);
+    for r in records.clone() {
+        rp.apply(r, |c| {
+            if let Command::Report(r) = c {
+                outcomes.push(r.backends[0].outcome);
+            }
+        })
+        .expect("the schema 2 digest holds");
+    }
+    assert_eq!(rp.checked(), 1);
+    use fanout_engine::Outcome::*;
+    assert_eq!(outcomes, [IdleTimeout, ClientGone, DrainTimeout]);
+    // Hashed in today's words, the same run is another digest.
+    let mut today = Replayer::new(engine());
+    let diverged = records.into_iter().try_for_each(|r| today.apply(r, |_| {}));
+    assert!(diverged.is_err());
+}

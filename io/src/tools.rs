@@ -117,6 +117,15 @@ fn first_header(base: &Path) -> Option<Header> {
     Decoder::new(reader).ok().map(|d| d.header().clone())
 }
 
+/// The schema the capture's first file was written in (today's if it cannot be read: the
+/// replay then reports why).
+fn first_schema(base: &Path) -> u16 {
+    let first = open_segments(base).ok().and_then(|s| s.into_iter().next());
+    first
+        .and_then(|(_, reader)| Decoder::new(reader).ok())
+        .map_or(fanout_engine::capture::SCHEMA_VERSION, |d| d.schema())
+}
+
 /// `PROGRAM replay --engine FILE`: as [`replay_engine`], with an interceptor from `make` in the
 /// engine, for a capture recorded by the program named `program` (the header's mode).
 pub fn replay_engine_with<I: Interceptor>(
@@ -138,6 +147,7 @@ fn replay<I: Interceptor>(
 ) -> Result<(), Error> {
     let mut replayer: Option<Replayer<I>> = None;
     let mut mode = String::new();
+    let schema = first_schema(base);
     let walked = walk(base, |name, offset, header, record| {
         if replayer.is_none() {
             mode.clone_from(&header.mode);
@@ -145,7 +155,7 @@ fn replay<I: Interceptor>(
                 crate::proxy::build_engine(header.config.clone(), make()).map_err(|e| {
                     Error::Runtime(format!("{name}: the recorded config is refused: {e}"))
                 })?;
-            replayer = Some(Replayer::new(engine));
+            replayer = Some(Replayer::for_schema(engine, schema));
         }
         let r = replayer.as_mut().expect("set above");
         r.apply(record, |_| {}).map_err(|d| {

@@ -279,3 +279,13 @@ fn replay_to_a_closed_port_counts_errors_and_exits_1() {
     assert!(f.stdout.contains("recorded "), "{}", f.stdout);
     assert!(f.stderr.contains("connect"), "{}", f.stderr);
 }
+
+#[test]
+fn replay_engine_reproduces_a_schema_2_capture_of_sessions_cut_short() {
+    // Recorded by the engine before schema 3, whose reports said closed-early where today's say
+    // idle-timeout, client-gone and drain-timeout (see tests/captures/README.md).
+    let file = golden_dir().join("older-engines/duplex-cut-short-v2.fcap");
+    let f = fanout(&["replay", "--engine"], &file);
+    assert_eq!(f.status.code(), Some(0), "{f:?}");
+    assert!(f.stdout.contains("1 digest(s) checked"), "{f:?}");
+}

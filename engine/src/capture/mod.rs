@@ -202,6 +202,7 @@ pub struct Decoder<R> {
     input: R,
     offset: u64,
     header: Header,
+    schema: u16,
     buf: Vec<u8>,
 }
 
@@ -299,12 +300,18 @@ impl<R: Read> Decoder<R> {
             input,
             offset: offset + u64::from(header_len),
             header,
+            schema,
             buf: Vec::new(),
         })
     }
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The schema version the file was written in (a replay hashes reports as it did).
+    pub fn schema(&self) -> u16 {
+        self.schema
     }
 
     /// Byte offset of the next record.
@@ -385,6 +392,8 @@ fn decode_exact<T: serde::de::DeserializeOwned>(
 pub struct OutputDigest {
     hasher: Xxh3Default,
     count: u64,
+    /// Hash reports in the outcome words of schema 1 and 2 ([`v2::as_recorded`]).
+    older_words: bool,
 }
 
 impl fmt::Debug for OutputDigest {
@@ -399,6 +408,15 @@ impl fmt::Debug for OutputDigest {
 }
 
 impl OutputDigest {
+    /// The digest a capture of schema `schema` recorded: today's, except that reports of
+    /// schema 1 and 2 hash the outcome words their engines used.
+    pub fn for_schema(schema: u16) -> Self {
+        OutputDigest {
+            older_words: schema < 3,
+            ..OutputDigest::default()
+        }
+    }
+
     fn sock(&mut self, tag: u8, sock: &SockId) {
         let peer = match sock.peer {
             Peer::Client => u32::MAX,
@@ -435,6 +453,13 @@ impl OutputDigest {
             Command::ResumeAccept => self.hasher.update(&[7]),
             Command::Report(report) => {
                 self.hasher.update(&[8]);
+                let older;
+                let report = if self.older_words {
+                    older = v2::as_recorded(report);
+                    &older
+                } else {
+                    &**report
+                };
                 let bytes =
                     bincode::serde::encode_to_vec(report, bincode_config()).unwrap_or_default();
                 self.hasher.update(&bytes);
@@ -492,10 +517,17 @@ impl fmt::Display for Divergence {
 }
 
 impl<I: Interceptor> Replayer<I> {
+    /// Replays a capture of today's schema.
     pub fn new(engine: Engine<I>) -> Self {
+        Replayer::for_schema(engine, SCHEMA_VERSION)
+    }
+
+    /// Replays a capture written in schema `schema` ([`Decoder::schema`]), checking its digests
+    /// as that schema computed them ([`OutputDigest::for_schema`]).
+    pub fn for_schema(engine: Engine<I>, schema: u16) -> Self {
         Replayer {
             engine,
-            digest: OutputDigest::default(),
+            digest: OutputDigest::for_schema(schema),
             inputs: 0,
             checked: 0,
         }

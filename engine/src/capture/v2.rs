@@ -1,9 +1,12 @@
 //! Schema 2 (interceptor limits, before the engine-wide secondary cap): the header's `Config`
 //! had no `secondary_memory`. Such a capture was recorded by an engine without the cap, so it is
-//! read with none ([`NO_CAP`]) and replays as it ran.
+//! read with none ([`NO_CAP`]) and replays as it ran. Its engine also reported `closed-early`
+//! where today's says `idle-timeout`, `drain-timeout` or `client-gone`: a replay of a schema 1
+//! or 2 capture hashes reports in those words ([`as_recorded`]).
 
 use super::bincode_config;
 use crate::config::Config;
+use crate::report::{Outcome, SessionReport};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -83,4 +86,20 @@ impl From<Header> for super::Header {
             epoch_unix_ms: h.epoch_unix_ms,
         }
     }
+}
+
+/// `report` as an engine before schema 3 worded it: idle, drain and a vanished client were all
+/// `closed-early` then. (`detached-memory` and `no-descriptors` cannot arise in its replay: it
+/// runs without the cap, and its captures hold no `Failure::NoDescriptors`.)
+pub fn as_recorded(report: &SessionReport) -> SessionReport {
+    let mut old = report.clone();
+    for b in &mut old.backends {
+        if matches!(
+            b.outcome,
+            Outcome::IdleTimeout | Outcome::DrainTimeout | Outcome::ClientGone
+        ) {
+            b.outcome = Outcome::ClosedEarly;
+        }
+    }
+    old
 }
