@@ -1155,6 +1155,32 @@ mod tests {
     }
 
     #[test]
+    fn secondary_memory_comes_from_the_flag_or_the_file_and_zero_is_refused() {
+        assert_eq!(
+            ok(&["relay", "--listen", "0", "--to", "8081"])
+                .engine
+                .secondary_memory,
+            256 << 20
+        );
+        let f = config_file("listen = 9100\nto = \"8081\"\nsecondary-memory = \"8MiB\"\n");
+        let s = ok(&["relay", "--config", f.path()]);
+        assert_eq!(s.engine.secondary_memory, 8 << 20);
+        let s = ok(&["relay", "--config", f.path(), "--secondary-memory", "1GiB"]);
+        assert_eq!(s.engine.secondary_memory, 1 << 30);
+        let (code, msg) = bad(&[
+            "relay",
+            "--listen",
+            "0",
+            "--to",
+            "1",
+            "--secondary-memory",
+            "0",
+        ]);
+        assert_eq!(code, 2);
+        assert!(msg.contains("secondary memory"), "{msg}");
+    }
+
+    #[test]
     fn bind_source_from_the_flag_or_the_file() {
         let s = ok(&["relay", "--listen", "0", "--to", "8081"]);
         assert_eq!(s.bind_source, None);
