@@ -56,7 +56,7 @@ pub fn aimed(m: Mutant) -> (Scenario, &'static str) {
         ),
         Mutant::SecondaryMemoryUnbounded => (
             Scenario::DuplexMemoryCap,
-            "uploads to never-reading secondaries fill one to three budgets' worth of shared cap many times over",
+            "8-24 uploads at once to never-reading secondaries pass a cap of half a budget to two budgets many times over",
         ),
     }
 }
