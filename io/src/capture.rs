@@ -73,7 +73,7 @@ impl Recorder {
 
     fn open_segment(&mut self) -> io::Result<()> {
         let name = segment_name(&self.base, self.header.segment);
-        let mut out = BufWriter::with_capacity(BUFFER, File::create(&name)?);
+        let mut out = BufWriter::with_capacity(BUFFER, crate::files::create(Path::new(&name))?);
         let bytes = self.enc.header(&self.header).map_err(io::Error::other)?;
         out.write_all(bytes)?;
         self.written = bytes.len() as u64;

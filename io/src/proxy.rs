@@ -4,12 +4,13 @@
 use crate::capture::{self, Recorder};
 use crate::cli::Settings;
 use crate::clock::Clock;
-use crate::driver::{Driver, Intake, Upstreams};
+use crate::driver::{Driver, Ended, Intake, Upstreams};
 use crate::effects::{Executor, Pool};
 use crate::error::{describe, Error};
 use crate::listener;
 use crate::report::ReportSink;
 use crate::signals::{self, SignalGuard, Stopper};
+use crate::slots;
 use fanout_engine::capture::Header;
 use fanout_engine::{Config, Engine, Interceptor, Passthrough};
 use std::io::Write;
@@ -24,6 +25,8 @@ pub struct Proxy<I: Interceptor = Passthrough> {
     drivers: Vec<Driver<I>>,
     local_addr: SocketAddr,
     stopper: Stopper,
+    /// Shared by every loop; SIGHUP reopens its file.
+    reports: ReportSink,
     /// Stopped after every loop has ended.
     pool: Option<Pool>,
 }
@@ -85,7 +88,11 @@ impl<I: Interceptor> Proxy<I> {
             let path = settings.report.as_deref().unwrap_or("-".as_ref()).display();
             Error::Runtime(format!("cannot open report file {path}: {}", describe(&e)))
         })?;
-        let per_loop = per_loop_config(&settings.engine, settings.threads);
+        // Every engine keeps the process's `--max-connections`; the loops share one count of
+        // open clients (`slots.rs`), so no loop's engine can reach it while another has room.
+        let config = &settings.engine;
+        let leases = slots::share(config.max_connections, listeners.len())
+            .map_err(|e| Error::Runtime(format!("cannot set up an event loop: {e}")))?;
         let pool = match executor {
             Some(executor) => Some(
                 Pool::start(executor, settings.effects)
@@ -95,16 +102,16 @@ impl<I: Interceptor> Proxy<I> {
         };
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
-        for (index, l) in listeners.into_iter().enumerate() {
+        for (index, (l, lease)) in listeners.into_iter().zip(leases).enumerate() {
             let runtime =
                 |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
             let (rx, tx) = signals::trigger().map_err(runtime)?;
-            let engine = build_engine(per_loop.clone(), make())
+            let engine = build_engine(config.clone(), make())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
             let recorder = match &settings.capture {
                 Some(path) => Some(start_capture(
                     settings,
-                    &per_loop,
+                    config,
                     local_addr,
                     &clock,
                     &capture::loop_path(path, index),
@@ -117,6 +124,7 @@ impl<I: Interceptor> Proxy<I> {
                     clock,
                     Intake {
                         listener: l,
+                        slots: lease,
                         drain: rx,
                     },
                     upstreams.clone(),
@@ -131,7 +139,8 @@ impl<I: Interceptor> Proxy<I> {
         Ok(Proxy {
             drivers,
             local_addr,
-            stopper: Stopper { triggers },
+            stopper: Stopper::new(triggers),
+            reports: sink,
             pool,
         })
     }
@@ -141,7 +150,8 @@ impl<I: Interceptor> Proxy<I> {
         self.local_addr
     }
 
-    /// A handle that makes every loop drain, as SIGTERM does.
+    /// A handle that makes every loop drain, as SIGTERM does (and a second call ends the drain at
+    /// once, as a second SIGTERM does).
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
@@ -152,11 +162,12 @@ where
     I: Interceptor + Send + 'static,
     Engine<I>: Send,
 {
-    /// What the `fanout` binary does once bound: installs the SIGTERM/SIGINT handlers (first: a
-    /// caller may signal as soon as it reads the next line), prints `listening on ADDR` on stdout
-    /// and flushes it, then [`run`](Proxy::run)s until drained.
+    /// What the `fanout` binary does once bound: installs the signal handlers (first: a caller
+    /// may signal as soon as it reads the next line; see `signals.rs`: SIGTERM/SIGINT drain, a
+    /// second one cuts the drain short, SIGHUP reopens the report file), prints `listening on
+    /// ADDR` on stdout and flushes it, then [`run`](Proxy::run)s until drained.
     pub fn serve(self) -> Result<(), Error> {
-        let _signals = SignalGuard::install(&self.stopper())
+        let _signals = SignalGuard::install(&self.stopper(), self.reports.clone())
             .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", self.local_addr());
@@ -166,18 +177,28 @@ where
     }
 
     /// Runs every loop (the first on this thread) until all have drained, then stops the effect
-    /// pool.
+    /// pool. [`Error::DrainCutShort`] when a second drain request closed sessions that were
+    /// still open.
     pub fn run(self) -> Result<(), Error> {
-        let Proxy { drivers, pool, .. } = self;
+        let Proxy {
+            drivers,
+            pool,
+            stopper,
+            ..
+        } = self;
         let result = run_loops(drivers);
         if let Some(pool) = pool {
             pool.shutdown();
         }
-        result
+        match result? {
+            Ended::Drained => Ok(()),
+            Ended::CutShort => Err(stopper.cut_short()),
+        }
     }
 }
 
-fn run_loops<I>(drivers: Vec<Driver<I>>) -> Result<(), Error>
+/// Runs the loops to their end: `CutShort` if any loop's drain was.
+fn run_loops<I>(drivers: Vec<Driver<I>>) -> Result<Ended, Error>
 where
     I: Interceptor + Send + 'static,
     Engine<I>: Send,
@@ -199,19 +220,13 @@ where
             Ok(r) => r.map_err(loop_failed),
             Err(_) => Err(Error::Runtime("an event loop panicked".into())),
         };
-        result = result.and(r);
+        result = match (result, r) {
+            (Ok(Ended::Drained), Ok(ended)) => Ok(ended),
+            (Ok(Ended::CutShort), Ok(_)) => Ok(Ended::CutShort),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
     }
     result
-}
-
-/// Each loop runs its own engine, so the process-wide `--max-connections` is shared out
-/// between the loops (rounded up, so each loop may take at least one client).
-fn per_loop_config(cfg: &Config, threads: usize) -> Config {
-    let threads = threads.max(1);
-    Config {
-        max_connections: cfg.max_connections.div_ceil(threads),
-        ..cfg.clone()
-    }
 }
 
 /// Opens one loop's capture file and writes its header.
@@ -245,22 +260,4 @@ fn start_capture(
 
 fn loop_failed(e: std::io::Error) -> Error {
     Error::Runtime(format!("event loop failed: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_connections_is_shared_between_loops() {
-        let cfg = Config {
-            max_connections: 10,
-            ..Config::default()
-        };
-        assert_eq!(per_loop_config(&cfg, 1).max_connections, 10);
-        assert_eq!(per_loop_config(&cfg, 2).max_connections, 5);
-        assert_eq!(per_loop_config(&cfg, 3).max_connections, 4);
-        assert_eq!(per_loop_config(&cfg, 64).max_connections, 1);
-        assert_eq!(per_loop_config(&cfg, 3).idle_timeout, cfg.idle_timeout);
-    }
 }

@@ -236,6 +236,71 @@ fn an_unwritable_capture_path_is_refused_at_start() {
     assert!(f.stderr.contains("capture"), "{}", f.stderr);
 }
 
+/// A capture holds the traffic itself: every file of it, rotated ones too, is its owner's alone
+/// (0600), whatever the umask lets others read.
+#[test]
+fn capture_files_and_rotated_segments_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let backend = Backend::spawn(echo);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("private.fcap");
+    let mut proxy = Fanout::relay(
+        backend.arg(),
+        &[
+            "--capture",
+            file.to_str().unwrap(),
+            "--capture-max-size",
+            "1KiB",
+            "--threads",
+            "2",
+        ],
+    );
+    for i in 0..6u8 {
+        let request = vec![b'a' + i; 600];
+        assert_eq!(client::request(proxy.addr(), &request), request);
+    }
+    proxy.signal(libc::SIGTERM);
+    assert!(proxy.wait_exit(LIVENESS).success(), "{}", proxy.stderr());
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_str().unwrap().ends_with(".fcap.1")),
+        "no rotated segment among {files:?}"
+    );
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", f.display());
+    }
+}
+
+/// `--capture LINK` never writes through the link: fanout refuses to start, and the file the
+/// link points to keeps what it held.
+#[test]
+fn a_capture_path_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, b"not yours").unwrap();
+    let link = dir.path().join("c.fcap");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let a = args([
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        "127.0.0.1:9",
+        "--capture",
+        link.to_str().unwrap(),
+    ]);
+    let f = run_to_exit(&a, LIVENESS);
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("symbolic link"), "{}", f.stderr);
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
+}
+
 /// `fanout replay --to` with a list of levels prints one row per level; against an echo server
 /// every recorded session completes (each client half-closes in the recording).
 #[test]
