@@ -9,7 +9,7 @@
 //!
 //! Each loop owns the reading end of a socket pair registered in its `Poll`; every byte written
 //! to the other end is one drain request. The SIGTERM/SIGINT handlers (signal-hook) write a byte
-//! there directly, after recording which signal it was; [`Stopper::stop`] writes one too.
+//! there directly and note which signal it was; [`Stopper::stop`] writes one too.
 //! SIGHUP's work (opening a file) is not safe in a signal handler, so a thread of its own does it.
 
 use crate::error::Error;
@@ -85,7 +85,7 @@ impl SignalGuard {
     pub fn install(stopper: &Stopper, reports: ReportSink) -> io::Result<Self> {
         let mut ids = Vec::new();
         for signal in [SIGTERM, SIGINT] {
-            // Registered first, so a loop that reads the byte finds the signal already noted.
+            // Notes which signal asked; read once the loops have ended, to pick the exit status.
             let which = usize::try_from(signal).expect("signal numbers are positive");
             ids.push(signal_hook::flag::register_usize(
                 signal,
