@@ -1,4 +1,4 @@
-//! The two ways `fanout` fails, and the exit status of each.
+//! The ways `fanout` fails, and the exit status of each.
 
 use std::fmt;
 use std::io;
@@ -10,6 +10,9 @@ pub enum Error {
     Usage(String),
     /// Something failed while running (an address in use, a poll error): exit status 1.
     Runtime(String),
+    /// A capture tool read a capture that ends inside a record (as a crash leaves it), used every
+    /// complete record before the tear, and otherwise succeeded: exit status 3.
+    Torn(String),
 }
 
 impl Error {
@@ -18,6 +21,7 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::Runtime(_) => 1,
+            Error::Torn(_) => 3,
         }
     }
 }
@@ -25,7 +29,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+            Error::Usage(m) | Error::Runtime(m) | Error::Torn(m) => f.write_str(m),
         }
     }
 }
