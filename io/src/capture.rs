@@ -157,7 +157,7 @@ impl Recorder {
         path: &Path,
         max_size: u64,
         every: Duration,
-        mut header: Header,
+        header: Header,
     ) -> io::Result<Recorder> {
         let base = path
             .to_str()
@@ -167,11 +167,22 @@ impl Recorder {
         if !found.is_empty() {
             return Err(refuse(&found));
         }
+        let file = create(path)?;
+        Recorder::start(base, file, max_size, every, header)
+    }
+
+    /// Writes the header of segment 0 into `file` (named `base`) and starts its writer.
+    fn start(
+        base: String,
+        mut file: File,
+        max_size: u64,
+        every: Duration,
+        mut header: Header,
+    ) -> io::Result<Recorder> {
         header.segment = 0;
         let mut enc = Encoder::default();
         let bytes = enc.header(&header).map_err(io::Error::other)?;
         let written = bytes.len() as u64;
-        let mut file = create(path)?;
         file.write_all(bytes)?;
         let writer = Writer::start(file, base.clone(), every)?;
         Ok(Recorder {
@@ -272,7 +283,15 @@ impl Recorder {
                     self.file_name(),
                     MAX_BACKLOG >> 20
                 );
-                self.finish();
+                // The digest closes the file after what is queued; the loop does not wait for
+                // the writer to get there.
+                let outputs = self.outputs_record();
+                if let Ok(bytes) = self.enc.record(&outputs) {
+                    let _ = writer.append(bytes);
+                }
+                if let Some(writer) = self.writer.take() {
+                    writer.detach();
+                }
                 Err(Refused::Behind)
             }
         }

@@ -274,6 +274,42 @@ fn a_writer_that_cannot_keep_up_makes_the_loop_stop_recording_never_wait() {
 }
 
 #[test]
+fn a_recorder_whose_disk_stalls_stops_recording_and_the_loop_goes_on() {
+    // The capture "file" is a socket nobody reads: every write of the writer blocks for good.
+    let (stalled, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    let file = File::from(std::os::fd::OwnedFd::from(stalled));
+    let mut rec = Recorder::start("stalled".into(), file, 1 << 40, SECOND, header()).unwrap();
+    // The loop's side on a thread of its own, so a loop that waited for the disk fails the
+    // test at the deadline instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut engine = Engine::new(Config::default()).unwrap();
+        let read = Event::Read {
+            sock: SockId::client(ConnId(1)),
+            data: vec![0u8; 64 * 1024].into(),
+        };
+        let mut fed = 0;
+        while rec.writer.is_some() && fed <= 2 * MAX_BACKLOG {
+            rec.input(Instant::ZERO, &read);
+            fed += 64 * 1024;
+        }
+        let stopped = rec.writer.is_none();
+        session(&mut rec, &mut engine, 2, 0); // ignored, no panic
+        rec.finish(); // returns at once: the stalled writer was left to itself
+        let _ = done.send((stopped, fed));
+    });
+    let (stopped, fed) = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the loop waited for a stalled disk");
+    assert!(stopped, "recorded {fed} bytes past the backlog bound");
+    assert!(
+        fed > MAX_BACKLOG - 64 * 1024,
+        "stopped early, after {fed} bytes"
+    );
+    drop(reader); // the writer's writes fail now, and it ends
+}
+
+#[test]
 fn loop_k_records_to_its_own_file() {
     assert_eq!(loop_path(Path::new("/t/c.fcap"), 0), Path::new("/t/c.fcap"));
     assert_eq!(

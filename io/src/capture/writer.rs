@@ -143,6 +143,14 @@ impl Writer {
             }
         }
     }
+
+    /// Lets the writer write everything queued and end, without waiting for it: for a writer
+    /// that has fallen behind, whose disk the loop must not wait on.
+    pub(super) fn detach(mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        drop(self.thread.take());
+    }
 }
 
 impl Drop for Writer {
