@@ -265,6 +265,10 @@ pub struct Common {
     /// Rotate the capture to FILE.1, FILE.2, ... once a file passes this size [default: 1GiB].
     #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub capture_max_size: Option<u64>,
+    /// Recorded traffic waits in memory at most this long before it is written to the capture
+    /// (what a crash can lose), and a digest of the outputs is recorded this often [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub capture_flush: Option<Duration>,
     /// Backend TCP connects bind to this source address first (the kernel picks the port);
     /// unix: backends ignore it.
     #[arg(long, value_name = "IP", value_parser = addr::parse_source)]
@@ -296,6 +300,8 @@ pub struct Settings {
     pub capture: Option<PathBuf>,
     /// `--capture-max-size`: a capture file rotates once it passes this many bytes.
     pub capture_max_size: u64,
+    /// `--capture-flush`: how long recorded traffic may wait in memory.
+    pub capture_flush: Duration,
     /// `--bind-source`: backend TCP connects come from this address.
     pub bind_source: Option<IpAddr>,
     /// The effect pool's size (host programs: `--effect-workers`, `--effect-queue`).
@@ -304,6 +310,8 @@ pub struct Settings {
 
 /// The default `--capture-max-size`.
 pub const CAPTURE_MAX_SIZE: u64 = 1 << 30;
+/// The default `--capture-flush`.
+pub const CAPTURE_FLUSH: Duration = Duration::from_secs(1);
 
 /// What went wrong parsing the command line.
 #[derive(Debug)]
@@ -679,6 +687,11 @@ fn finish(
     if capture_max_size == 0 {
         return Err("--capture-max-size must be at least 1 byte".into());
     }
+    let capture_flush =
+        duration(cm.capture_flush, &f.capture_flush, "capture-flush")?.unwrap_or(CAPTURE_FLUSH);
+    if capture_flush.is_zero() {
+        return Err("--capture-flush must be more than 0".into());
+    }
     let bind_source = match (cm.bind_source, &f.bind_source) {
         (Some(ip), _) => Some(ip),
         (None, Some(text)) => {
@@ -701,6 +714,7 @@ fn finish(
         balance: None,
         capture: cm.capture.or(f.capture.clone()),
         capture_max_size,
+        capture_flush,
         bind_source,
         effects: PoolConfig::default(),
     })
@@ -849,8 +863,14 @@ mod tests {
         assert_eq!(s.capture, Some(PathBuf::from("/tmp/c.fcap")));
         assert_eq!(s.capture_max_size, CAPTURE_MAX_SIZE);
         assert_eq!(s.mode, "relay");
+        assert_eq!(s.capture_flush, CAPTURE_FLUSH);
         let s = ok(&["-l", "9000", "-r", "8081", "--capture-max-size", "64MiB"]);
         assert_eq!((s.capture_max_size, s.mode.as_str()), (64 << 20, "fanout"));
+        let s = ok(&["-l", "9000", "-r", "8081", "--capture-flush", "250ms"]);
+        assert_eq!(s.capture_flush, Duration::from_millis(250));
+        let (code, message) = bad(&["-l", "9000", "-r", "8081", "--capture-flush", "0s"]);
+        assert_eq!(code, 2);
+        assert!(message.contains("--capture-flush"), "{message}");
 
         let tool =
             |a: &[&str]| parse_invocation(std::iter::once("fanout").chain(a.iter().copied()));
@@ -1130,11 +1150,12 @@ mod tests {
     #[test]
     fn capture_keys_come_from_the_file_and_flags_win() {
         let f = config_file(
-            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\n",
+            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\ncapture-flush = \"2s\"\n",
         );
         let s = ok(&["relay", "--config", f.path()]);
         assert_eq!(s.capture, Some(PathBuf::from("/tmp/from-file.fcap")));
         assert_eq!(s.capture_max_size, 2 << 20);
+        assert_eq!(s.capture_flush, Duration::from_secs(2));
         let s = ok(&[
             "relay",
             "--config",

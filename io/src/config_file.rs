@@ -14,6 +14,7 @@
 //! high-water = "512KiB"         # or a plain number of bytes
 //! capture = "/var/tmp/traffic.fcap"
 //! capture-max-size = "256MiB"
+//! capture-flush = "500ms"       # recorded traffic reaches the file at least this often
 //! ```
 
 use crate::units::{parse_duration, parse_size};
@@ -46,6 +47,7 @@ pub(crate) struct FileConfig {
     pub verbose: Option<bool>,
     pub capture: Option<PathBuf>,
     pub capture_max_size: Option<Scalar>,
+    pub capture_flush: Option<String>,
     pub bind_source: Option<String>,
     pub effect_workers: Option<usize>,
     pub effect_queue: Option<usize>,

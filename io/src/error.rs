@@ -15,6 +15,9 @@ pub enum Error {
     /// SIGTERM, 130 for SIGINT): what a shell reports for a process that signal ended, so a
     /// script tells a cut drain from a clean one (0).
     DrainCutShort { signal: i32 },
+    /// A capture tool read a capture that ends inside a record (as a crash leaves it), used every
+    /// complete record before the tear, and otherwise succeeded: exit status 3.
+    Torn(String),
 }
 
 impl Error {
@@ -26,6 +29,7 @@ impl Error {
             Error::DrainCutShort { signal } => {
                 u8::try_from(128 + (*signal).clamp(1, 127)).unwrap_or(u8::MAX)
             }
+            Error::Torn(_) => 3,
         }
     }
 }
@@ -33,7 +37,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+            Error::Usage(m) | Error::Runtime(m) | Error::Torn(m) => f.write_str(m),
             Error::DrainCutShort { signal } => {
                 let name = match *signal {
                     libc::SIGTERM => "SIGTERM".to_string(),

@@ -18,12 +18,10 @@ pub(crate) fn append(path: &Path) -> io::Result<File> {
     open(path, OpenOptions::new().append(true).create(true))
 }
 
-/// Creates `path` with [`MODE`], or truncates it if it exists (a capture segment).
-pub(crate) fn create(path: &Path) -> io::Result<File> {
-    open(
-        path,
-        OpenOptions::new().write(true).create(true).truncate(true),
-    )
+/// Creates `path` with [`MODE`]; fails if anything, a symlink included, is already there (a
+/// capture file: an earlier run's is never overwritten).
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    open(path, OpenOptions::new().write(true).create_new(true))
 }
 
 fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
@@ -32,13 +30,31 @@ fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::new(
-                e.kind(),
-                "it is a symbolic link, which fanout does not follow for a file it writes \
-                 (give the link's target instead)",
-            ),
+            // O_NOFOLLOW refuses a link with ELOOP; O_EXCL (create_new) with EEXIST.
+            Some(libc::ELOOP | libc::EEXIST) if is_symlink(path) => symlink_refused(e.kind()),
             _ => e,
         })
+}
+
+/// `Err` naming the reason when `path` is a symbolic link: checked before anything else is
+/// decided about a path fanout will write.
+pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
+    match is_symlink(path) {
+        true => Err(symlink_refused(io::ErrorKind::InvalidInput)),
+        false => Ok(()),
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn symlink_refused(kind: io::ErrorKind) -> io::Error {
+    io::Error::new(
+        kind,
+        "it is a symbolic link, which fanout does not follow for a file it writes \
+         (give the link's target instead)",
+    )
 }
 
 #[cfg(test)]
@@ -56,7 +72,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, c) = (dir.path().join("a"), dir.path().join("c"));
         append(&a).unwrap();
-        create(&c).unwrap();
+        create_new(&c).unwrap();
         assert_eq!((mode(&a), mode(&c)), (MODE, MODE));
     }
 
@@ -67,7 +83,7 @@ mod tests {
         std::fs::write(&target, b"precious").unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        for e in [append(&link).unwrap_err(), create(&link).unwrap_err()] {
+        for e in [append(&link).unwrap_err(), create_new(&link).unwrap_err()] {
             assert!(e.to_string().contains("symbolic link"), "{e}");
         }
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");

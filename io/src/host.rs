@@ -160,7 +160,8 @@ pub struct NoFlags {}
 /// The whole `main` of a program: parses `std::env::args()` (the host's flags plus the
 /// program's own `A`, or `replay --engine FILE` plus `A`), calls `build` with the program's
 /// flags, and runs the proxy or the replay. Exit status as `fanout`'s: 0 ok (a drain, a
-/// reproduced replay, `--help`), 2 usage, 1 runtime. `build`'s error keeps its own kind.
+/// reproduced replay, `--help`), 2 usage, 1 runtime, 3 a replay of a torn capture that
+/// reproduced everything up to the tear. `build`'s error keeps its own kind.
 ///
 /// The doc comment of `A` (a `clap::Args` struct) is the program's `--help` description. `A`'s
 /// flags must not reuse the host's names (`--listen`, `--to`, ...): clap refuses the command at

@@ -29,13 +29,13 @@
 //! | `stream` | a TCP or unix socket, connects (from `--bind-source`); errno -> engine `Failure` |
 //! | `writeq` | a socket's queue of `Bytes`, written with `send`/`writev` |
 //! | `clock` | engine `Instant`s from one startup epoch |
-//! | `capture` | `--capture`: the `Recorder` every engine input and output passes through |
+//! | `capture` | `--capture`: the `Recorder` every engine input and output passes through, and its writer thread (`capture/writer.rs`) |
 //! | [`tools`] | `fanout capture inspect` and `replay --engine` (the built-in or a program's interceptor) |
 //! | [`playback`] | `fanout replay FILE --to ADDR`: recorded clients against a live server |
 //! | `signals` | SIGTERM/SIGINT and [`Stopper`] -> drain (a second one cuts it short), through a socket pair per loop; SIGHUP reopens the report file |
 //! | `files` | the report and capture files: created 0600, never through a symlink |
 //! | [`report`] | JSON Lines report and `-v` summary lines |
-//! | [`error`] | usage (exit 2) vs runtime (exit 1) errors, and a drain cut short (128 + signal) |
+//! | [`error`] | usage (exit 2) vs runtime (exit 1) errors, a drain cut short (128 + signal), and a torn capture read (exit 3) |
 //! | `logging` | [`init_logging`]: tracing to stderr, `-v` and `RUST_LOG` |
 //!
 //! ```no_run

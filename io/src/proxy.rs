@@ -11,7 +11,7 @@ use crate::listener;
 use crate::report::ReportSink;
 use crate::signals::{self, SignalGuard, Stopper};
 use crate::slots;
-use fanout_engine::capture::Header;
+use fanout_engine::capture::{Header, Run};
 use fanout_engine::{Config, Engine, Interceptor, Passthrough};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -100,6 +100,13 @@ impl<I: Interceptor> Proxy<I> {
             ),
             None => None,
         };
+        // One run identity for every loop's capture: they come from the same start.
+        let run = match settings.capture {
+            Some(_) => Some(capture::new_run(clock.wall_epoch).map_err(|e| {
+                Error::Runtime(format!("cannot start the capture: {}", describe(&e)))
+            })?),
+            None => None,
+        };
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
         for (index, (l, lease)) in listeners.into_iter().zip(leases).enumerate() {
@@ -108,15 +115,16 @@ impl<I: Interceptor> Proxy<I> {
             let (rx, tx) = signals::trigger().map_err(runtime)?;
             let engine = build_engine(config.clone(), make())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
-            let recorder = match &settings.capture {
-                Some(path) => Some(start_capture(
+            let recorder = match (&settings.capture, run) {
+                (Some(path), Some(run)) => Some(start_capture(
                     settings,
                     config,
                     local_addr,
                     &clock,
                     &capture::loop_path(path, index),
+                    run,
                 )?),
-                None => None,
+                _ => None,
             };
             drivers.push(
                 Driver::new(
@@ -236,6 +244,7 @@ fn start_capture(
     listen: SocketAddr,
     clock: &Clock,
     path: &Path,
+    run: Run,
 ) -> Result<Recorder, Error> {
     let epoch_unix_ms = clock
         .wall_epoch
@@ -248,8 +257,10 @@ fn start_capture(
         backends: settings.backends.iter().map(|b| b.name.clone()).collect(),
         config: config.clone(),
         epoch_unix_ms,
+        run: Some(run),
     };
-    Recorder::create(path, settings.capture_max_size, header).map_err(|e| {
+    let every = settings.capture_flush;
+    Recorder::create(path, settings.capture_max_size, every, header).map_err(|e| {
         Error::Runtime(format!(
             "cannot write the capture file {}: {}",
             path.display(),
