@@ -325,8 +325,16 @@ impl<I: Interceptor> Engine<I> {
     }
 
     fn start_drain(&mut self, now: Instant) {
-        if self.drain != Drain::Running {
-            return;
+        match self.drain {
+            Drain::Running => {}
+            Drain::Draining => {
+                // A second request: the drain deadline is now.
+                self.timers
+                    .set(TimerKey::Drain, &mut self.drain_timer, Some(now));
+                self.expire(now);
+                return;
+            }
+            Drain::Done => return,
         }
         self.drain = Drain::Draining;
         if !self.accept_paused {

@@ -27,7 +27,9 @@ pub enum Event {
     Failed { sock: SockId, reason: Failure },
     /// A deadline returned by `poll_timeout` has passed.
     Timeout,
-    /// Stop accepting; let open sessions finish until the drain deadline, then close them.
+    /// Stop accepting; let open sessions finish until the drain deadline, then close them. A
+    /// second `Drain` during the drain brings that deadline to now: what is open is closed at
+    /// once, as the deadline would close it.
     Drain,
     /// The effect asked for with `Command::Effect` finished (or the executor gave up on it).
     /// A result for an effect the engine no longer waits for (timed out, session gone) is ignored.

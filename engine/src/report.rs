@@ -58,7 +58,8 @@ pub enum Outcome {
     DetachedMemory,
     /// No bytes moved either way for `Config::idle_timeout`.
     IdleTimeout,
-    /// The drain after `Event::Drain` ran out of time with this leg still going.
+    /// The drain after `Event::Drain` ran out of time (or a second `Event::Drain` ended it)
+    /// with this leg still going.
     DrainTimeout,
     /// The client failed (reset, broken pipe) before the primary finished answering it.
     ClientGone,

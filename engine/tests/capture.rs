@@ -4,7 +4,8 @@
 mod support;
 
 use fanout_engine::capture::{
-    Decoder, Encoder, ErrorKind, Header, Record, Replayer, MAX_RECORD, PREAMBLE_LEN,
+    read_segments, Decoder, Encoder, ErrorKind, Header, Part, Record, Replayer, Run, RunId,
+    MAX_RECORD, PREAMBLE_LEN,
 };
 use fanout_engine::{Bytes, Command, Engine, Event, Instant};
 use std::time::Duration;
@@ -18,8 +19,15 @@ fn header(cfg: fanout_engine::Config) -> Header {
         backends: vec!["127.0.0.1:8081".into(), "127.0.0.1:8082".into()],
         config: cfg,
         epoch_unix_ms: 1_795_000_000_000,
+        run: Some(RUN),
     }
 }
+
+/// The run `recorded_session` is recorded by.
+const RUN: Run = Run {
+    id: RunId(0x5eed_0000_0000_0000_0000_0000_0000_0001),
+    started_unix_ms: 1_795_000_000_000,
+};
 
 /// Records a small duplex session through the model driver, as the io driver would.
 fn recorded_session() -> (Header, Vec<Record>) {
@@ -175,11 +183,7 @@ fn replay_detects_a_different_engine_behaviour() {
 fn every_truncation_is_a_clear_error_naming_an_offset() {
     let (header, records) = recorded_session();
     let file = encode(&header, &records);
-    // Cutting exactly at a record boundary leaves a shorter, valid capture.
-    let mut boundaries = vec![encode(&header, &[]).len()];
-    for i in 1..=records.len() {
-        boundaries.push(encode(&header, &records[..i]).len());
-    }
+    let boundaries = boundaries(&header, &records);
     for cut in 0..file.len() {
         match decode_all(&file[..cut]) {
             Ok((_, got)) => {
@@ -202,8 +206,225 @@ fn every_truncation_is_a_clear_error_naming_an_offset() {
                     .starts_with(&format!("at byte {}", err.offset)));
                 let clear = matches!(err.kind, ErrorKind::Empty | ErrorKind::Truncated { .. });
                 assert!(clear, "cut at {cut}: {err}");
+                assert!(err.is_truncation());
             }
         }
+    }
+}
+
+/// Where each record of a capture file starts, and where the last one ends.
+fn boundaries(header: &Header, records: &[Record]) -> Vec<usize> {
+    (0..=records.len())
+        .map(|i| encode(header, &records[..i]).len())
+        .collect()
+}
+
+#[test]
+fn a_capture_torn_at_any_byte_reads_every_complete_record_and_names_the_tear() {
+    let (header, records) = recorded_session();
+    let file = encode(&header, &records);
+    let boundaries = boundaries(&header, &records);
+    for cut in 0..file.len() {
+        let read = read_segments([("c.fcap".to_string(), &file[..cut])]);
+        if cut < boundaries[0] {
+            // Nothing to read without the whole header: an error, not a tear.
+            let err = read.unwrap_err();
+            assert!(err.starts_with("c.fcap: at byte "), "cut at {cut}: {err}");
+            continue;
+        }
+        let capture = read.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        // The complete records are those whose end is at or before the cut.
+        let complete = boundaries[1..].iter().filter(|&&end| end <= cut).count();
+        assert_eq!(capture.records, records[..complete], "cut at {cut}");
+        assert_eq!(capture.header, header);
+        assert_eq!(capture.extent.files, ["c.fcap"]);
+        match &capture.extent.torn {
+            None => assert!(boundaries.contains(&cut), "cut at {cut} inside a record"),
+            Some(torn) => {
+                assert_eq!(
+                    (torn.records, torn.offset),
+                    (complete as u64, boundaries[complete] as u64),
+                    "cut at {cut}"
+                );
+                let part = if cut - boundaries[complete] < 4 {
+                    Part::Length
+                } else {
+                    Part::Record
+                };
+                assert!(
+                    matches!(torn.kind, ErrorKind::Truncated { part: p, .. } if p == part),
+                    "cut at {cut}: {torn}"
+                );
+                assert!(
+                    torn.to_string().starts_with(&format!(
+                        "c.fcap: torn after {complete} complete records at byte {}: the file ends inside the ",
+                        boundaries[complete]
+                    )),
+                    "{torn}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_later_file_torn_at_any_byte_ends_the_capture_there() {
+    let (header, records) = recorded_session();
+    let (early, late) = records.split_at(4);
+    let first = encode(&header, early);
+    let second_header = Header {
+        segment: 1,
+        ..header.clone()
+    };
+    let second = encode(&second_header, late);
+    let boundaries = boundaries(&second_header, late);
+    for cut in 0..second.len() {
+        let files = [
+            ("c.fcap".to_string(), &first[..]),
+            ("c.fcap.1".to_string(), &second[..cut]),
+            ("c.fcap.2".to_string(), &first[..]),
+        ];
+        let capture = read_segments(files).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let complete = boundaries[1..].iter().filter(|&&end| end <= cut).count();
+        assert_eq!(
+            capture.records.len(),
+            early.len() + complete,
+            "cut at {cut}"
+        );
+        let torn = capture.extent.torn.as_ref();
+        assert_eq!(
+            torn.map(|t| (t.file.as_str(), t.records)),
+            (!boundaries.contains(&cut)).then_some(("c.fcap.1", complete as u64)),
+            "cut at {cut}"
+        );
+        if torn.is_some() {
+            // Nothing after a tear is read: it could only follow a gap.
+            assert_eq!(capture.extent.skipped.len(), 1, "cut at {cut}");
+            assert_eq!(capture.extent.skipped[0].file, "c.fcap.2");
+        }
+    }
+}
+
+#[test]
+fn files_of_another_run_are_left_out_with_the_reason() {
+    let (header, records) = recorded_session();
+    let (early, late) = records.split_at(4);
+    let ours = encode(&header, early);
+    let other_run = Header {
+        segment: 1,
+        run: Some(Run {
+            id: RunId(7),
+            ..RUN
+        }),
+        ..header.clone()
+    };
+    let next = Header {
+        segment: 1,
+        ..header.clone()
+    };
+    let theirs = encode(&other_run, late);
+    let files = [
+        ("c.fcap".to_string(), &ours[..]),
+        ("c.fcap.1".to_string(), &theirs[..]),
+        ("c.fcap.2".to_string(), &encode(&next, late)[..]),
+    ];
+    let capture = read_segments(files).unwrap();
+    assert_eq!(capture.records, early);
+    assert_eq!(capture.extent.files, ["c.fcap"]);
+    let skipped: Vec<String> = capture
+        .extent
+        .skipped
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            format!(
+                "c.fcap.1 was not read: it belongs to another run (run {}), not to this capture's (run {})",
+                RunId(7),
+                RUN.id
+            ),
+            "c.fcap.2 was not read: it comes after c.fcap.1, which is not part of this capture"
+                .to_string(),
+        ]
+    );
+    assert_eq!(capture.extent.torn, None);
+
+    // Files of schemas before run ids: a run's files share the instant its proxy started.
+    let legacy = |segment, epoch_unix_ms| Header {
+        segment,
+        epoch_unix_ms,
+        run: None,
+        ..header.clone()
+    };
+    let files = [
+        ("c.fcap".to_string(), encode(&legacy(0, 1000), early)),
+        ("c.fcap.1".to_string(), encode(&legacy(1, 2000), late)),
+    ];
+    let capture = read_segments(files.iter().map(|(n, b)| (n.clone(), &b[..]))).unwrap();
+    assert_eq!(capture.records, early);
+    assert!(
+        capture.extent.skipped[0]
+            .why
+            .starts_with("it belongs to another run"),
+        "{:?}",
+        capture.extent.skipped
+    );
+    // And a file out of place in its own run.
+    let files = [
+        ("c.fcap".to_string(), encode(&header, early)),
+        (
+            "c.fcap.1".to_string(),
+            encode(
+                &Header {
+                    segment: 2,
+                    ..header.clone()
+                },
+                late,
+            ),
+        ),
+    ];
+    let capture = read_segments(files.iter().map(|(n, b)| (n.clone(), &b[..]))).unwrap();
+    assert_eq!(
+        capture.extent.skipped[0].why,
+        "it is file 2 of this capture, where file 1 belongs"
+    );
+    // The first file must be the capture's first.
+    let err = read_segments([("c.fcap.1".to_string(), &theirs[..])]).unwrap_err();
+    assert!(err.contains("not its first"), "{err}");
+}
+
+#[test]
+fn corrupt_input_is_described_in_sentences_not_debug_text() {
+    let (header, records) = recorded_session();
+    let file = encode(&header, &records);
+    let records_at = encode(&header, &[]).len();
+    let first_len =
+        u32::from_le_bytes(file[records_at..records_at + 4].try_into().unwrap()) as usize;
+    let mut bad_width = file.clone();
+    bad_width[records_at + 4..records_at + 12].fill(0xff);
+    let mut bad_variant = file.clone();
+    bad_variant[records_at + 4] = 9; // Record has two variants
+    let mut short = file[..records_at].to_vec();
+    short.extend_from_slice(&(first_len as u32 - 3).to_le_bytes());
+    short.extend_from_slice(&file[records_at + 4..records_at + 4 + first_len - 3]);
+    let mut long = file[..records_at].to_vec();
+    long.extend_from_slice(&(first_len as u32 + 2).to_le_bytes());
+    long.extend_from_slice(&file[records_at + 4..records_at + 4 + first_len]);
+    long.extend_from_slice(&[0, 0]);
+    let mut bad_header = file.clone();
+    bad_header[PREAMBLE_LEN] = 0xff; // segment: a width marker that does not exist
+    for (what, bytes, says) in [
+        ("bad width", bad_width, "the record does not decode: a number is stored with a width marker that does not exist"),
+        ("bad variant", bad_variant, "the record does not decode: invalid value: integer `9`, expected variant index 0 <= i < 2"),
+        ("short", short, "the record does not decode: it ends in the middle of a value"),
+        ("long", long, "the record does not decode: 2 bytes are left over after its last value"),
+        ("bad header", bad_header, "the header does not decode: a number is stored with a width marker"),
+    ] {
+        let err = decode_all(&bytes).unwrap_err().to_string();
+        assert!(err.contains(says), "{what}: {err}");
+        assert!(!err.contains('{') && !err.contains("Some("), "{what}: {err}");
     }
 }
 
@@ -293,17 +514,24 @@ fn the_schema_1_golden_capture_still_decodes_and_replays() {
     assert_eq!(u16::from_le_bytes([golden[10], golden[11]]), 1, "schema 1");
     let (h, r) = decode_all(&golden).unwrap();
     let (mut header, records) = recorded_session();
-    // Recorded before the secondary cap existed: read without one.
+    // Recorded before the secondaries' cap existed: read without one.
     header.config.secondary_memory = fanout_engine::capture::v2::NO_CAP;
-    assert_eq!(h, header, "the schema 1 header reads as today's header");
+    assert_eq!(
+        h,
+        Header {
+            run: None,
+            ..header
+        },
+        "the schema 1 header reads as today's header, with no run"
+    );
     assert_eq!(r, records);
     assert_eq!(replay(&h, r), Ok(1));
 }
 
 #[test]
-fn the_schema_2_golden_capture_still_decodes_and_replays_without_the_secondary_cap() {
-    // tests/captures/duplex-session-v2.fcap is `recorded_session` in schema 2, whose `Config`
-    // had no `secondary_memory`: it reads with no cap, as the engine that recorded it ran.
+fn the_schema_2_golden_capture_still_decodes_and_replays() {
+    // tests/captures/duplex-session-v2.fcap is `recorded_session` in schema 2 (before run ids and
+    // the secondaries' cap): it reads with no run and no cap, as the engine that recorded it ran.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/captures/duplex-session-v2.fcap"
@@ -313,7 +541,14 @@ fn the_schema_2_golden_capture_still_decodes_and_replays_without_the_secondary_c
     let (h, r) = decode_all(&golden).unwrap();
     let (mut header, records) = recorded_session();
     header.config.secondary_memory = fanout_engine::capture::v2::NO_CAP;
-    assert_eq!(h, header, "the schema 2 header reads as today's header");
+    assert_eq!(
+        h,
+        Header {
+            run: None,
+            ..header
+        },
+        "read as today's header, with no run"
+    );
     assert_eq!(r, records);
     assert_eq!(replay(&h, r), Ok(1));
 }

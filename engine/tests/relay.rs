@@ -261,6 +261,31 @@ fn drain_deadline_closes_sessions_that_do_not_finish() {
 }
 
 #[test]
+fn a_second_drain_closes_open_sessions_at_once() {
+    let mut h = Harness::new(relay());
+    h.open(1);
+    h.open(2);
+    h.handle(Event::Drain);
+    assert!(!h.drained, "the first drain lets sessions finish");
+    let cmds = h.handle(Event::Drain);
+    assert!(
+        cmds.contains(&Command::Close { sock: client(1) }),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&Command::Close { sock: client(2) }),
+        "{cmds:?}"
+    );
+    assert!(h.drained, "drained without waiting for the deadline");
+    assert_eq!(h.engine.poll_timeout(), None);
+    h.assert_quiescent();
+    assert!(
+        h.handle(Event::Drain).is_empty(),
+        "a drain after the end is ignored"
+    );
+}
+
+#[test]
 fn many_sessions_end_with_nothing_held() {
     let mut h = Harness::new(relay());
     for conn in 1..=50 {

@@ -1,13 +1,18 @@
 //! Fuzz target `capture_decoder`: raw bytes as a capture file.
 //!
 //! The decoder must never panic and must bound what it allocates (libFuzzer's `-rss_limit_mb`
-//! catches an unbounded allocation); every error must point inside the input. What decodes must
+//! catches an unbounded allocation); every error must point inside the input. The whole-capture
+//! reader takes the input as one file and as two (the input after itself, which must never be
+//! read as one capture: a file is segment 0 or it is not): a tear must lie inside the input and
+//! follow every complete record, and a file left out must be named with a reason. What decodes must
 //! survive a round trip through the [`Encoder`], and is then replayed into an engine built from
 //! the header's configuration: the replay may diverge from the recorded digests (the bytes are
 //! arbitrary) but must not panic. Raw bytes suit this target: the format is bytes, and the seed
 //! corpus (the golden capture and mutations of it) gives the fuzzer valid structure to mutate.
 
-use fanout_engine::capture::{read_segments, CaptureError, Decoder, Encoder, Record, Replayer};
+use fanout_engine::capture::{
+    read_segments, CaptureError, Decoder, Encoder, Record, Replayer, SCHEMA_VERSION,
+};
 use fanout_engine::{Engine, Event, Instant};
 
 /// Secondaries above which a decoded configuration is not replayed: every accept would open
@@ -28,15 +33,37 @@ pub fn run(data: &[u8]) {
         );
         let _ = e.to_string();
     };
-    // The whole-file reader, as `fanout replay` uses it.
-    if let Err(e) = read_segments([("fuzz".to_string(), data)]) {
-        assert!(!e.is_empty());
+    // The whole-capture reader, as `fanout replay` and `capture inspect` use it.
+    match read_segments([("fuzz".to_string(), data)]) {
+        Err(e) => assert!(e.starts_with("fuzz: "), "{e}"),
+        Ok(capture) => {
+            assert_eq!(capture.extent.skipped, []);
+            if let Some(torn) = &capture.extent.torn {
+                assert!(torn.offset < data.len() as u64, "{torn}");
+                assert!(torn.records <= capture.records.len() as u64, "{torn}");
+                assert!(torn.to_string().starts_with("fuzz: torn after "), "{torn}");
+            }
+        }
+    }
+    // The same file twice: the second copy is segment 0 again, never part of the first's capture.
+    if let Ok(capture) = read_segments([("fuzz".to_string(), data), ("fuzz.1".to_string(), data)]) {
+        let once = read_segments([("fuzz".to_string(), data)]).expect("read alone above");
+        assert_eq!(capture.records, once.records, "a second segment 0 was read");
+        if once.extent.torn.is_none() {
+            assert_eq!(capture.extent.skipped.len(), 1);
+            assert!(!capture.extent.skipped[0].why.is_empty());
+        }
     }
     let mut dec = match Decoder::new(data) {
         Ok(dec) => dec,
         Err(e) => return check_error(&e),
     };
     let header = dec.header().clone();
+    let schema = u16::from_le_bytes([data[10], data[11]]);
+    assert!(
+        header.run.is_none() || schema == SCHEMA_VERSION,
+        "a run read from schema {schema}"
+    );
     let mut enc = Encoder::default();
     if let Ok(bytes) = enc.header(&header) {
         let again = Decoder::new(bytes).expect("an encoded header decodes");
@@ -82,6 +109,7 @@ fn minimal_header() -> fanout_engine::capture::Header {
         backends: Vec::new(),
         config: fanout_engine::Config::default(),
         epoch_unix_ms: 0,
+        run: None,
     }
 }
 

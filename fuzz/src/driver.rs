@@ -126,7 +126,7 @@ pub enum Forcing {
     None,
     /// A client read may push a secondary past its budget.
     Secondaries,
-    /// A deadline, a failure or a refused accept may cut any socket off.
+    /// A deadline, a failure, a refused accept or a second drain may cut any socket off.
     Any,
 }
 
@@ -218,6 +218,8 @@ pub struct Driver<M: Model = Relay> {
     answered: Vec<EffectId>,
     accept_paused: bool,
     drain_requested: bool,
+    /// `Drain`s sent: a second one ends the drain at once.
+    drains: u32,
     drained: bool,
     /// What the event being handled allows the engine to close abruptly.
     forcing: Forcing,
@@ -280,6 +282,7 @@ impl<M: Model> Driver<M> {
             answered: Vec::new(),
             accept_paused: false,
             drain_requested: false,
+            drains: 0,
             drained: false,
             forcing: Forcing::None,
             trace: std::env::var_os("FANOUT_FUZZ_TRACE").is_some(),
@@ -474,9 +477,10 @@ impl<M: Model> Driver<M> {
         self.handle(Event::EffectDone { id, result });
     }
 
-    /// Stop accepting and finish the open sessions.
+    /// Stop accepting and finish the open sessions; called again, close them at once.
     pub fn drain(&mut self) {
         self.drain_requested = true;
+        self.drains += 1;
         self.handle(Event::Drain);
     }
 
@@ -586,13 +590,15 @@ impl<M: Model> Driver<M> {
 
     /// Feeds `event`, carries out every command it caused, then checks the invariants.
     fn handle(&mut self, event: Event) {
-        // Only a deadline, a failure or a refused accept may cut a socket off; otherwise a socket
-        // closes once it finished both ways, or (a secondary) when a client read overran its budget.
+        // Only a deadline, a failure, a refused accept or a second drain (the drain deadline
+        // brought to now) may cut a socket off; otherwise a socket closes once it finished both
+        // ways, or (a secondary) when a client read overran its budget.
         self.forcing = match &event {
             Event::Timeout
             | Event::Failed { .. }
             | Event::ConnectFailed { .. }
             | Event::Accepted { .. } => Forcing::Any,
+            Event::Drain if self.drains > 1 => Forcing::Any,
             Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
             _ => Forcing::None,
         };

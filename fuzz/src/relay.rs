@@ -21,7 +21,8 @@
 //!   but took the secondaries' total past the cap; `no-descriptors` exactly for a connect that
 //!   failed so; `client-gone` exactly for a primary closed because its client failed;
 //!   `idle-timeout`, `drain-timeout`, `detached-deadline` and `connect-timeout` only for a socket
-//!   closed by a deadline (`drain-timeout` only after a drain); never `closed-early`, which
+//!   closed by a deadline (`drain-timeout` only after a drain, also by a second drain request,
+//!   which ends the drain at once); never `closed-early`, which
 //!   relay and duplex have no cause for.
 //!
 //! [`Driver`]: crate::driver::Driver
@@ -64,6 +65,8 @@ enum Cause {
     ClientRead,
     /// A deadline passed.
     Timeout,
+    /// A drain was requested (a second request ends the drain at once).
+    Drain,
     /// The client failed.
     ClientFailed,
     /// Anything else.
@@ -146,6 +149,7 @@ impl Model for Relay {
         self.cause = match event {
             Event::Read { sock, .. } if sock.peer == Peer::Client => Cause::ClientRead,
             Event::Timeout => Cause::Timeout,
+            Event::Drain => Cause::Drain,
             Event::Failed { sock, .. } if sock.peer == Peer::Client => Cause::ClientFailed,
             _ => Cause::Other,
         };
@@ -317,7 +321,9 @@ impl Relay {
             Outcome::ConnectTimeout => {
                 by(Cause::Timeout) || closed == Some(Closed::ConnectFailed(Failure::TimedOut))
             }
-            Outcome::DrainTimeout => by(Cause::Timeout) && self.drain_requested,
+            Outcome::DrainTimeout => {
+                (by(Cause::Timeout) || by(Cause::Drain)) && self.drain_requested
+            }
             Outcome::DetachedBudget => matches!(
                 closed,
                 Some(Closed::By {

@@ -90,6 +90,38 @@ pub fn check_source(source: IpAddr, backends: &[Backend]) -> Result<(), String> 
     Ok(())
 }
 
+/// Refuses a TCP backend that is fanout's own listen address: each connection to it would be
+/// accepted by fanout again and open another, until descriptors ran out. A backend reaches the
+/// listener when the ports match and the address is the same, or the listener's wildcard
+/// (`0.0.0.0`, or `[::]`, which also takes IPv4) covers a loopback backend; connecting to a
+/// wildcard address reaches loopback. Port 0 (the OS picks) never matches; other addresses of
+/// this host are not looked up.
+pub fn check_not_self(listen: SocketAddr, backends: &[Backend]) -> Result<(), String> {
+    let loopback = |ip: IpAddr| match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    };
+    for b in backends {
+        let Target::Tcp(to) = &b.target else {
+            continue;
+        };
+        if listen.port() == 0 || listen.port() != to.port() {
+            continue;
+        }
+        let (l, t) = (listen.ip(), to.ip());
+        let t = if t.is_unspecified() { loopback(t) } else { t };
+        let covered = l.is_unspecified() && t.is_loopback() && (l.is_ipv6() || t.is_ipv4());
+        if l == t || covered {
+            return Err(format!(
+                "backend {} is fanout's own listen address {listen}: every connection would \
+                 come back to fanout (a proxy loop); give the backend's address",
+                b.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A TCP address and its display name.
 fn parse_tcp(s: &str) -> Result<(SocketAddr, String), String> {
     let s = s.trim();
@@ -143,6 +175,34 @@ mod tests {
 
     fn tcp(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_backend_that_is_the_listen_address_is_a_loop() {
+        let loops = |listen: &str, to: &str| {
+            check_not_self(tcp(listen), &[parse_backend(to).unwrap()]).is_err()
+        };
+        assert!(loops("127.0.0.1:9000", "9000"));
+        assert!(loops("127.0.0.1:9000", "0.0.0.0:9000"));
+        assert!(loops("0.0.0.0:9000", "127.0.0.1:9000"));
+        assert!(loops("[::]:9000", "127.0.0.1:9000"));
+        assert!(loops("[::]:9000", "[::1]:9000"));
+        assert!(loops("[::1]:9000", "[::1]:9000"));
+        assert!(!loops("127.0.0.1:9000", "127.0.0.1:9001"));
+        assert!(!loops("127.0.0.1:9000", "127.0.0.2:9000"));
+        assert!(
+            !loops("0.0.0.0:9000", "[::1]:9000"),
+            "an IPv4 wildcard takes no IPv6"
+        );
+        assert!(!loops("127.0.0.1:0", "127.0.0.1:9000"));
+        let unix = parse_backend("unix:/tmp/9000").unwrap();
+        assert!(check_not_self(tcp("127.0.0.1:9000"), &[unix]).is_ok());
+        let msg =
+            check_not_self(tcp("127.0.0.1:9000"), &[parse_backend("9000").unwrap()]).unwrap_err();
+        assert!(
+            msg.contains("127.0.0.1:9000") && msg.contains("loop"),
+            "{msg}"
+        );
     }
 
     #[test]

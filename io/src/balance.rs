@@ -45,11 +45,16 @@ pub struct BalanceFlags {
     pub strategy: Option<Strategy>,
     /// How long an upstream whose connect failed stays out of rotation before it is tried
     /// again [default: 5s].
-    #[arg(long, value_name = "DUR", value_parser = crate::units::parse_duration)]
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = crate::units::parse_duration,
+        allow_hyphen_values = true
+    )]
     pub retry_after: Option<Duration>,
     /// Seed of the random strategy [default: drawn from the OS at start; a capture records the
     /// one used].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub seed: Option<u64>,
 }
 

@@ -47,7 +47,8 @@ use std::time::Duration;
     name = "fanout",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Without a subcommand, fanout takes em-proxy's flags: fanout -l 9000 -r 127.0.0.1:8080 -d 127.0.0.1:8081"
+    after_help = "Without a subcommand, fanout takes em-proxy's flags: fanout -l 9000 -r 127.0.0.1:8080 -d 127.0.0.1:8081 \
+                  (--listen, --relay, --duplex, -s/--socket PATH, --verbose)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -58,20 +59,35 @@ pub struct Cli {
     pub common: Common,
 }
 
-/// The em-proxy form's flags.
+/// The em-proxy form's flags, named as em-proxy's `bin/em-proxy` names them (`--remote` and
+/// `--duplicate`, fanout's earlier names, still work).
 #[derive(Debug, Args)]
 pub struct EmArgs {
     /// Port or address to listen on (a bare port listens on 127.0.0.1).
     #[arg(short = 'l', long = "listen", value_name = "PORT|ADDR")]
     pub listen: Option<String>,
     /// The primary backend: its response goes back to the client.
-    #[arg(short = 'r', long = "remote", value_name = "ADDR")]
+    #[arg(
+        short = 'r',
+        long = "relay",
+        visible_alias = "remote",
+        value_name = "HOST:PORT"
+    )]
     pub remote: Option<String>,
+    /// The primary backend as a unix socket (instead of -r).
+    #[arg(
+        short = 's',
+        long = "socket",
+        value_name = "PATH",
+        conflicts_with = "remote"
+    )]
+    pub socket: Option<PathBuf>,
     /// Secondary backends, comma-separated: they get a copy of the client's bytes.
     #[arg(
         short = 'd',
-        long = "duplicate",
-        value_name = "ADDR,ADDR,...",
+        long = "duplex",
+        visible_alias = "duplicate",
+        value_name = "HOST:PORT,...",
         value_delimiter = ','
     )]
     pub duplicate: Vec<String>,
@@ -128,7 +144,13 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     pub concurrency: Vec<usize>,
     /// Longest a connect, a read or a write may wait.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "30s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = parse_duration,
+        default_value = "30s",
+        allow_hyphen_values = true
+    )]
     pub timeout: Duration,
     /// Compare each session's response with what the recorded client received; count mismatches.
     #[arg(long)]
@@ -188,54 +210,54 @@ pub struct BalanceArgs {
 #[derive(Debug, Args, Default)]
 pub struct Common {
     /// How long a backend connect may take [default: 5s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     pub connect_timeout: Option<Duration>,
     /// Close a session with no bytes moving for this long [default: 300s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     pub idle_timeout: Option<Duration>,
-    /// Open client connections at most (shared out between --threads loops); past it fanout
-    /// stops accepting [default: 10000].
-    #[arg(long, value_name = "N")]
+    /// Open client connections at most, for the whole process (every --threads loop counts
+    /// against it); past it fanout stops accepting [default: 10000].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
     /// Unflushed bytes per socket above which its feeder is paused [default: 256KiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub high_water: Option<u64>,
     /// Unflushed bytes at which a paused feeder resumes [default: 64KiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub low_water: Option<u64>,
     /// Unflushed bytes a secondary may hold before it is detached [default: 4MiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub secondary_budget: Option<u64>,
     /// Unflushed bytes all secondaries together may hold (shared out between --threads loops);
     /// a secondary whose write would pass it is detached [default: 256MiB].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub secondary_memory: Option<u64>,
     /// How long a secondary may go on after the primary finished [default: 10s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     pub secondary_deadline: Option<Duration>,
     /// After SIGTERM/SIGINT, how long open sessions may take to finish [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     pub drain_timeout: Option<Duration>,
     /// Interceptors: backends one session may open [default: 16, or secondaries + 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_backends: Option<u16>,
     /// Interceptors: bytes one session may hold (on hold, or waiting behind an effect)
     /// [default: 1MiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub max_held: Option<u64>,
     /// Interceptors: effects one session may have pending [default: 64].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_effects: Option<u32>,
     /// Interceptors: how long an effect may take before its hook hears it timed out
     /// [default: 5s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     pub effect_timeout: Option<Duration>,
     /// Interceptors: the longest message (a line, a request head, a frame) a framer buffers
     /// [default: 64KiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub max_frame: Option<u64>,
     /// Event loops (each with its own SO_REUSEPORT listener) [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Append one JSON line per finished session to FILE.
     #[arg(long, value_name = "FILE")]
@@ -245,8 +267,12 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
     /// Rotate the capture to FILE.1, FILE.2, ... once a file passes this size [default: 1GiB].
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
     pub capture_max_size: Option<u64>,
+    /// Recorded traffic waits in memory at most this long before it is written to the capture
+    /// (what a crash can lose), and a digest of the outputs is recorded this often [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub capture_flush: Option<Duration>,
     /// Backend TCP connects bind to this source address first (the kernel picks the port);
     /// unix: backends ignore it.
     #[arg(long, value_name = "IP", value_parser = addr::parse_source)]
@@ -278,6 +304,8 @@ pub struct Settings {
     pub capture: Option<PathBuf>,
     /// `--capture-max-size`: a capture file rotates once it passes this many bytes.
     pub capture_max_size: u64,
+    /// `--capture-flush`: how long recorded traffic may wait in memory.
+    pub capture_flush: Duration,
     /// `--bind-source`: backend TCP connects come from this address.
     pub bind_source: Option<IpAddr>,
     /// The effect pool's size (host programs: `--effect-workers`, `--effect-queue`).
@@ -286,6 +314,8 @@ pub struct Settings {
 
 /// The default `--capture-max-size`.
 pub const CAPTURE_MAX_SIZE: u64 = 1 << 30;
+/// The default `--capture-flush`.
+pub const CAPTURE_FLUSH: Duration = Duration::from_secs(1);
 
 /// What went wrong parsing the command line.
 #[derive(Debug)]
@@ -381,21 +411,33 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             return Err("capture and replay run no proxy".into())
         }
         None => {
-            if cli.em.listen.is_none() && cli.em.remote.is_none() && cli.common.config.is_none() {
+            let em = cli.em;
+            if em.listen.is_none()
+                && em.remote.is_none()
+                && em.socket.is_none()
+                && cli.common.config.is_none()
+            {
                 return Err(
                     "give a subcommand (relay, duplex, balance) or the em-proxy flags \
-                     -l PORT -r ADDR [-d ADDR,...]; see fanout --help"
+                     -l PORT -r HOST:PORT [-d HOST:PORT,...]; see fanout --help"
                         .into(),
                 );
             }
+            let socket = match em.socket {
+                Some(path) => Some(format!(
+                    "unix:{}",
+                    path.to_str().ok_or("-s/--socket: the path is not UTF-8")?
+                )),
+                None => None,
+            };
             Chosen {
-                listen: cli.em.listen,
-                primary: cli.em.remote,
-                secondaries: cli.em.duplicate,
+                listen: em.listen,
+                primary: em.remote.or(socket),
+                secondaries: em.duplicate,
                 common: cli.common,
                 form: "fanout",
-                listen_flag: "-l PORT|ADDR",
-                primary_flag: "-r ADDR",
+                listen_flag: "-l/--listen PORT|ADDR",
+                primary_flag: "-r/--relay HOST:PORT or -s/--socket PATH",
             }
         }
     };
@@ -653,6 +695,11 @@ fn finish(
     if capture_max_size == 0 {
         return Err("--capture-max-size must be at least 1 byte".into());
     }
+    let capture_flush =
+        duration(cm.capture_flush, &f.capture_flush, "capture-flush")?.unwrap_or(CAPTURE_FLUSH);
+    if capture_flush.is_zero() {
+        return Err("--capture-flush must be more than 0".into());
+    }
     let bind_source = match (cm.bind_source, &f.bind_source) {
         (Some(ip), _) => Some(ip),
         (None, Some(text)) => {
@@ -663,6 +710,7 @@ fn finish(
     if let Some(source) = bind_source {
         addr::check_source(source, &backends)?;
     }
+    addr::check_not_self(listen, &backends)?;
     Ok(Settings {
         listen,
         backends,
@@ -674,6 +722,7 @@ fn finish(
         balance: None,
         capture: cm.capture.or(f.capture.clone()),
         capture_max_size,
+        capture_flush,
         bind_source,
         effects: PoolConfig::default(),
     })
@@ -825,8 +874,14 @@ mod tests {
         assert_eq!(s.capture, Some(PathBuf::from("/tmp/c.fcap")));
         assert_eq!(s.capture_max_size, CAPTURE_MAX_SIZE);
         assert_eq!(s.mode, "relay");
+        assert_eq!(s.capture_flush, CAPTURE_FLUSH);
         let s = ok(&["-l", "9000", "-r", "8081", "--capture-max-size", "64MiB"]);
         assert_eq!((s.capture_max_size, s.mode.as_str()), (64 << 20, "fanout"));
+        let s = ok(&["-l", "9000", "-r", "8081", "--capture-flush", "250ms"]);
+        assert_eq!(s.capture_flush, Duration::from_millis(250));
+        let (code, message) = bad(&["-l", "9000", "-r", "8081", "--capture-flush", "0s"]);
+        assert_eq!(code, 2);
+        assert!(message.contains("--capture-flush"), "{message}");
 
         let tool =
             |a: &[&str]| parse_invocation(std::iter::once("fanout").chain(a.iter().copied()));
@@ -1106,11 +1161,12 @@ mod tests {
     #[test]
     fn capture_keys_come_from_the_file_and_flags_win() {
         let f = config_file(
-            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\n",
+            "listen = 9100\nto = \"8081\"\ncapture = \"/tmp/from-file.fcap\"\ncapture-max-size = \"2MiB\"\ncapture-flush = \"2s\"\n",
         );
         let s = ok(&["relay", "--config", f.path()]);
         assert_eq!(s.capture, Some(PathBuf::from("/tmp/from-file.fcap")));
         assert_eq!(s.capture_max_size, 2 << 20);
+        assert_eq!(s.capture_flush, Duration::from_secs(2));
         let s = ok(&[
             "relay",
             "--config",

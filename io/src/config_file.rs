@@ -14,6 +14,7 @@
 //! high-water = "512KiB"         # or a plain number of bytes
 //! capture = "/var/tmp/traffic.fcap"
 //! capture-max-size = "256MiB"
+//! capture-flush = "500ms"       # recorded traffic reaches the file at least this often
 //! ```
 
 use crate::units::{parse_duration, parse_size};
@@ -47,6 +48,7 @@ pub(crate) struct FileConfig {
     pub verbose: Option<bool>,
     pub capture: Option<PathBuf>,
     pub capture_max_size: Option<Scalar>,
+    pub capture_flush: Option<String>,
     pub bind_source: Option<String>,
     pub effect_workers: Option<usize>,
     pub effect_queue: Option<usize>,
@@ -90,10 +92,30 @@ impl OneOrMany {
     }
 }
 
+/// The largest `--config` file read: a real one is a few hundred bytes, so anything past this
+/// is the wrong file (`/dev/zero`, a log), refused before it is held in memory.
+pub(crate) const MAX_FILE: u64 = 1 << 20;
+
 impl FileConfig {
+    /// Reads and parses `path`, at most [`MAX_FILE`] bytes of it (read with that bound, so an
+    /// endless file fails as fast as a large one).
     pub(crate) fn read(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        use std::io::Read;
+        let cannot = |e: std::io::Error| format!("cannot read config file {}: {e}", path.display());
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE {
+            return Err(format!(
+                "config file {} is larger than {} MiB: a config file is a short TOML text; is \
+                 this the right file?",
+                path.display(),
+                MAX_FILE >> 20
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("config file {}: not UTF-8 text", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
     }
 

@@ -24,6 +24,7 @@ use crate::capture::Recorder;
 use crate::clock::Clock;
 use crate::effects::{Lane, Pool};
 use crate::report::ReportSink;
+use crate::slots::Lease;
 use crate::sockets::{Sock, Sockets};
 use crate::stream::{connect_failure, io_failure, is_out_of_resources, Stream};
 use crate::writeq::Stop;
@@ -43,6 +44,7 @@ use std::time::Duration;
 const LISTENER: Token = Token(usize::MAX);
 const DRAIN: Token = Token(usize::MAX - 1);
 const EFFECTS: Token = Token(usize::MAX - 2);
+const SLOTS: Token = Token(usize::MAX - 3);
 
 /// Reads of one socket before it yields to others.
 const READS_PER_TURN: usize = 16;
@@ -80,12 +82,25 @@ pub(crate) struct Driver<I: Interceptor> {
     /// Events produced while carrying out commands, fed to the engine after the drain.
     pending: VecDeque<Event>,
     accept: AcceptGate,
+    /// This loop's part of the process-wide `--max-connections`.
+    slots: Lease,
     next_conn: u64,
     reports: ReportSink,
     /// `--capture`: sees every event handed to the engine and every command it emits.
     recorder: Option<Recorder>,
     draining: bool,
+    /// A second drain request ended the drain before the engine was drained.
+    cut_short: bool,
     done: bool,
+}
+
+/// How a loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Every session finished, or the drain deadline closed what was left.
+    Drained,
+    /// A second drain request closed the sessions still open.
+    CutShort,
 }
 
 /// Whether the driver may accept now.
@@ -120,10 +135,12 @@ pub(crate) struct Upstreams {
     pub(crate) bind_source: Option<IpAddr>,
 }
 
-/// What starts work on a loop: its listener, and the reading end of its drain trigger.
+/// What starts work on a loop: its listener, its share of the connection limit, and the reading
+/// end of its drain trigger.
 #[derive(Debug)]
 pub(crate) struct Intake {
     pub(crate) listener: TcpListener,
+    pub(crate) slots: Lease,
     pub(crate) drain: UnixStream,
 }
 
@@ -139,6 +156,7 @@ impl<I: Interceptor> Driver<I> {
     ) -> io::Result<Self> {
         let Intake {
             mut listener,
+            mut slots,
             drain: mut drain_rx,
         } = intake;
         let poll = Poll::new()?;
@@ -146,6 +164,8 @@ impl<I: Interceptor> Driver<I> {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut drain_rx, DRAIN, Interest::READABLE)?;
+        poll.registry()
+            .register(slots.source(), SLOTS, Interest::READABLE)?;
         let effects = match effects {
             Some(pool) => Some(pool.lane(poll.registry(), EFFECTS)?),
             None => None,
@@ -166,16 +186,18 @@ impl<I: Interceptor> Driver<I> {
             dirty: Vec::new(),
             pending: VecDeque::new(),
             accept: AcceptGate::default(),
+            slots,
             next_conn: 1,
             reports,
             recorder,
             draining: false,
+            cut_short: false,
             done: false,
         })
     }
 
     /// Runs until the engine says `Drained` after a drain request.
-    pub(crate) fn run(mut self) -> io::Result<()> {
+    pub(crate) fn run(mut self) -> io::Result<Ended> {
         let mut events = Events::with_capacity(1024);
         while !self.done {
             let timeout = self.timeout();
@@ -190,16 +212,25 @@ impl<I: Interceptor> Driver<I> {
                     LISTENER => self.accept_ready(),
                     DRAIN => self.drain_requested(),
                     EFFECTS => self.effects_done(),
+                    SLOTS => {
+                        self.slots.woken();
+                        self.queue_listener();
+                    }
                     token => self.socket_ready(token, ev),
                 }
             }
             self.run_ready();
             self.expire();
+            self.slots.hold(self.engine.open_clients());
         }
         if let Some(r) = &mut self.recorder {
             r.finish();
         }
-        Ok(())
+        Ok(if self.cut_short {
+            Ended::CutShort
+        } else {
+            Ended::Drained
+        })
     }
 
     /// How long the next poll may block: not at all with work on the ready list, otherwise
@@ -306,9 +337,7 @@ impl<I: Interceptor> Driver<I> {
             }
             Command::PauseAccept => {
                 self.accept.paused = true;
-                if !self.draining {
-                    self.warn_full();
-                }
+                self.warn_full();
             }
             Command::ResumeAccept => {
                 self.accept.paused = false;
@@ -579,15 +608,22 @@ impl<I: Interceptor> Driver<I> {
         }
     }
 
-    /// Accepts until the listener would block, the engine pauses accepting, or the turn ends.
+    /// Accepts until the listener would block, the engine pauses accepting, the process has no
+    /// connection slot left (this loop is woken when one frees), or the turn ends.
     fn accept_ready(&mut self) {
         for _ in 0..ACCEPTS_PER_TURN {
+            // Slots of clients that closed, or of an accept that found none, go back first.
+            self.slots.hold(self.engine.open_clients());
             if self.accept.paused || self.accept.backoff_until.is_some() {
                 return;
             }
             let Some(listener) = &self.listener else {
                 return;
             };
+            if !self.slots.take() {
+                self.warn_full();
+                return;
+            }
             match listener.accept() {
                 Ok((stream, addr)) => {
                     self.accept.backoff = Duration::ZERO;
@@ -616,8 +652,12 @@ impl<I: Interceptor> Driver<I> {
                         client: addr.to_string(),
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.slots.hold(self.engine.open_clients());
+                    return;
+                }
                 Err(e) if is_out_of_resources(&e) => {
+                    self.slots.hold(self.engine.open_clients());
                     self.back_off("cannot accept", &e);
                     return;
                 }
@@ -625,6 +665,7 @@ impl<I: Interceptor> Driver<I> {
                 Err(e) => tracing::debug!("accept: {e}"),
             }
         }
+        self.slots.hold(self.engine.open_clients());
         self.queue_listener();
     }
 
@@ -645,14 +686,18 @@ impl<I: Interceptor> Driver<I> {
         gate.backoff_until = Some(now + gate.backoff);
     }
 
-    /// The engine paused accepting at `--max-connections` (this loop's share of it): said at
-    /// most once per [`WARN_EVERY`], since a busy proxy may touch the limit many times a second.
+    /// The process has `--max-connections` clients open (this loop found no slot, or its engine
+    /// paused accepting): said at most once per [`WARN_EVERY`] by each loop, since a busy proxy
+    /// may touch the limit many times a second.
     fn warn_full(&mut self) {
+        if self.draining {
+            return;
+        }
         if may_warn(&mut self.accept.full_warned, std::time::Instant::now()) {
             tracing::warn!(
-                "max connections reached: {} clients open on this event loop (its share of \
-                 --max-connections); not accepting until one leaves",
-                self.engine.open_clients()
+                "max connections reached: {} clients open (--max-connections); not accepting \
+                 until one leaves",
+                self.engine.config().max_connections
             );
         }
     }
@@ -674,14 +719,33 @@ impl<I: Interceptor> Driver<I> {
         }
     }
 
-    /// SIGTERM/SIGINT or a `Stopper`: close the listener so new connects are refused, then
-    /// let the engine drain.
+    /// SIGTERM/SIGINT or a `Stopper`, one byte each: the first closes the listener so new
+    /// connects are refused, then lets the engine drain; a second one while sessions are still
+    /// open ends the drain at once (the engine closes them).
     fn drain_requested(&mut self) {
         let mut buf = [0u8; 64];
-        while matches!((&self.drain_rx).read(&mut buf), Ok(n) if n > 0) {}
-        if self.draining {
+        let mut requests = 0;
+        while let Ok(n @ 1..) = (&self.drain_rx).read(&mut buf) {
+            requests += n;
+        }
+        if requests == 0 || self.done {
             return;
         }
+        if !self.draining {
+            self.start_drain();
+            requests -= 1;
+        }
+        if requests > 0 && !self.done {
+            tracing::info!(
+                "drain cut short: closing {} open session(s) now",
+                self.engine.session_count()
+            );
+            self.cut_short = true;
+            self.dispatch(Event::Drain);
+        }
+    }
+
+    fn start_drain(&mut self) {
         self.draining = true;
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);

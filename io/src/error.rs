@@ -1,4 +1,4 @@
-//! The two ways `fanout` fails, and the exit status of each.
+//! The ways `fanout` ends other than a clean drain, and the exit status of each.
 
 use std::fmt;
 use std::io;
@@ -10,6 +10,14 @@ pub enum Error {
     Usage(String),
     /// Something failed while running (an address in use, a poll error): exit status 1.
     Runtime(String),
+    /// A second SIGTERM or SIGINT (or [`Stopper::stop`](crate::Stopper::stop)) ended a drain
+    /// before its sessions finished; they were closed. Exit status 128 + `signal` (143 for
+    /// SIGTERM, 130 for SIGINT): what a shell reports for a process that signal ended, so a
+    /// script tells a cut drain from a clean one (0).
+    DrainCutShort { signal: i32 },
+    /// A capture tool read a capture that ends inside a record (as a crash leaves it), used every
+    /// complete record before the tear, and otherwise succeeded: exit status 3.
+    Torn(String),
 }
 
 impl Error {
@@ -18,6 +26,10 @@ impl Error {
         match self {
             Error::Usage(_) => 2,
             Error::Runtime(_) => 1,
+            Error::DrainCutShort { signal } => {
+                u8::try_from(128 + (*signal).clamp(1, 127)).unwrap_or(u8::MAX)
+            }
+            Error::Torn(_) => 3,
         }
     }
 }
@@ -25,7 +37,18 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Runtime(m) => f.write_str(m),
+            Error::Usage(m) | Error::Runtime(m) | Error::Torn(m) => f.write_str(m),
+            Error::DrainCutShort { signal } => {
+                let name = match *signal {
+                    libc::SIGTERM => "SIGTERM".to_string(),
+                    libc::SIGINT => "SIGINT".to_string(),
+                    n => format!("signal {n}"),
+                };
+                write!(
+                    f,
+                    "the drain was cut short by a second {name}: open sessions were closed"
+                )
+            }
         }
     }
 }

@@ -15,8 +15,10 @@
 //! `--to` builds the upstream table in order: the interceptor's `UpstreamId(0)` is the first
 //! `--to`. COMMON are `fanout`'s own flags (timeouts, water marks, `--threads`, `--report`,
 //! `--capture`, `--config`, `-v`; see the README), parsed and checked by the same code. The
-//! program prints `listening on ADDR`, runs until SIGTERM/SIGINT drains it, and exits as `fanout`
-//! does: 0 after a drain, 2 for a usage error, 1 for a runtime error. A capture it records names
+//! program prints `listening on ADDR`, takes signals as `fanout` does (SIGTERM/SIGINT drain, a
+//! second one cuts the drain short, SIGHUP reopens the report file), and exits as `fanout` does:
+//! 0 after a drain, 2 for a usage error, 1 for a runtime error, 128 + the signal after a drain
+//! cut short. A capture it records names
 //! the program as its mode; `PROGRAM replay --engine FILE` replays it into a fresh engine running
 //! the same interceptor (built from the same flags) and exits 0 only if the engine reproduces
 //! the recorded output digests. Replays never build the executor: recorded effect results are
@@ -74,10 +76,10 @@ pub struct HostArgs {
     #[arg(long, value_name = "ADDR")]
     pub to: Vec<String>,
     /// Threads carrying out effects off the event loops [default: 4].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub effect_workers: Option<usize>,
     /// Effects that may wait for a worker; past it an effect is refused at once [default: 1024].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub effect_queue: Option<usize>,
     #[command(flatten)]
     pub common: Common,
@@ -158,7 +160,8 @@ pub struct NoFlags {}
 /// The whole `main` of a program: parses `std::env::args()` (the host's flags plus the
 /// program's own `A`, or `replay --engine FILE` plus `A`), calls `build` with the program's
 /// flags, and runs the proxy or the replay. Exit status as `fanout`'s: 0 ok (a drain, a
-/// reproduced replay, `--help`), 2 usage, 1 runtime. `build`'s error keeps its own kind.
+/// reproduced replay, `--help`), 2 usage, 1 runtime, 3 a replay of a torn capture that
+/// reproduced everything up to the tear. `build`'s error keeps its own kind.
 ///
 /// The doc comment of `A` (a `clap::Args` struct) is the program's `--help` description. `A`'s
 /// flags must not reuse the host's names (`--listen`, `--to`, ...): clap refuses the command at

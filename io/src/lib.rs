@@ -23,17 +23,19 @@
 //! | [`Proxy`] (`proxy.rs`) | binds the listeners, one event loop (engine + interceptor) per thread, the effect pool; serves, joins |
 //! | [`effects`] | the [`effects::Executor`] trait and the bounded worker pool that runs it off the loops |
 //! | `listener` | `SO_REUSEPORT` listeners sharing one port for `--threads N` |
+//! | `slots` | the process-wide `--max-connections`: one count of open clients every loop takes from before it accepts |
 //! | `driver` | the event loop: readiness <-> engine events and commands |
 //! | `sockets` | token <-> slot <-> `SockId` table with generation-checked tokens |
 //! | `stream` | a TCP or unix socket, connects (from `--bind-source`); errno -> engine `Failure` |
 //! | `writeq` | a socket's queue of `Bytes`, written with `send`/`writev` |
 //! | `clock` | engine `Instant`s from one startup epoch |
-//! | `capture` | `--capture`: the `Recorder` every engine input and output passes through |
+//! | `capture` | `--capture`: the `Recorder` every engine input and output passes through, and its writer thread (`capture/writer.rs`) |
 //! | [`tools`] | `fanout capture inspect` and `replay --engine` (the built-in or a program's interceptor) |
 //! | [`playback`] | `fanout replay FILE --to ADDR`: recorded clients against a live server |
-//! | `signals` | SIGTERM/SIGINT and [`Stopper`] -> drain, through a socket pair per loop |
+//! | `signals` | SIGTERM/SIGINT and [`Stopper`] -> drain (a second one cuts it short), through a socket pair per loop; SIGHUP reopens the report file |
+//! | `files` | the report and capture files: created 0600, never through a symlink |
 //! | [`report`] | JSON Lines report and `-v` summary lines |
-//! | [`error`] | usage (exit 2) vs runtime (exit 1) errors |
+//! | [`error`] | usage (exit 2) vs runtime (exit 1) errors, a drain cut short (128 + signal), and a torn capture read (exit 3) |
 //! | `logging` | [`init_logging`]: tracing to stderr, `-v` and `RUST_LOG` |
 //!
 //! ```no_run
@@ -56,6 +58,7 @@ mod config_file;
 mod driver;
 pub mod effects;
 pub mod error;
+mod files;
 pub mod host;
 mod listener;
 mod logging;
@@ -63,6 +66,7 @@ pub mod playback;
 mod proxy;
 pub mod report;
 mod signals;
+mod slots;
 mod sockets;
 mod stream;
 pub mod tools;

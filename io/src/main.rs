@@ -29,7 +29,8 @@ fn main() -> ExitCode {
 }
 
 /// `capture inspect` and `replay`: no proxy, no logging set-up; results on stdout, errors on
-/// stderr with exit status 1.
+/// stderr with exit status 1 (3 when the capture is torn but everything before the tear was
+/// used; see [`fanout_io::Error::Torn`]).
 fn run_tool(tool: Invocation) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match tool {

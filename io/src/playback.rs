@@ -19,11 +19,12 @@
 //! answers with its own dates and ids.
 //!
 //! Exit status: 0 when every session completed (and matched, with `--expect-recorded`), 1
-//! otherwise; the table is printed either way.
+//! otherwise; 3 when they did but the capture is torn (its sessions up to the tear were played).
+//! The table is printed either way.
 
 use crate::cli::ReplayArgs;
 use crate::error::{describe, Error};
-use crate::tools::open_segments;
+use crate::tools::{note_skipped, open_segments, torn_or_ok};
 use fanout_engine::capture::read_segments;
 use fanout_engine::capture::script::{self, SessionScript};
 use hdrhistogram::Histogram;
@@ -83,6 +84,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), Error> {
         .and_then(|mut a| a.next())
         .ok_or_else(|| Error::Usage(format!("--to {to}: not an address (IP:PORT or HOST:PORT)")))?;
     let capture = read_segments(open_segments(&args.file)?).map_err(Error::Runtime)?;
+    note_skipped(&capture.extent);
     let scripts = script::sessions(&capture.header, &capture.records)
         .map_err(|e| Error::Runtime(format!("{}: {e}", args.file.display())))?;
     if scripts.is_empty() {
@@ -128,7 +130,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), Error> {
             "some sessions failed or did not match (see the table)".into(),
         ));
     }
-    Ok(())
+    torn_or_ok(&capture.extent)
 }
 
 /// Plays every session, at most `limit` at once; `None`: at the recorded start times.

@@ -4,13 +4,14 @@
 use crate::capture::{self, Recorder};
 use crate::cli::Settings;
 use crate::clock::Clock;
-use crate::driver::{Driver, Intake, Upstreams};
+use crate::driver::{Driver, Ended, Intake, Upstreams};
 use crate::effects::{Executor, Pool};
 use crate::error::{describe, Error};
 use crate::listener;
 use crate::report::ReportSink;
 use crate::signals::{self, SignalGuard, Stopper};
-use fanout_engine::capture::Header;
+use crate::slots;
+use fanout_engine::capture::{Header, Run};
 use fanout_engine::{Config, Engine, Interceptor, Passthrough};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct Proxy<I: Interceptor = Passthrough> {
     drivers: Vec<Driver<I>>,
     local_addr: SocketAddr,
     stopper: Stopper,
+    /// Shared by every loop; SIGHUP reopens its file.
+    reports: ReportSink,
     /// Stopped after every loop has ended.
     pool: Option<Pool>,
 }
@@ -85,7 +88,11 @@ impl<I: Interceptor> Proxy<I> {
             let path = settings.report.as_deref().unwrap_or("-".as_ref()).display();
             Error::Runtime(format!("cannot open report file {path}: {}", describe(&e)))
         })?;
-        let per_loop = per_loop_config(&settings.engine, settings.threads);
+        // Every engine keeps the process's `--max-connections`; the loops share one count of
+        // open clients (`slots.rs`), so no loop's engine can reach it while another has room.
+        let config = &per_loop_config(&settings.engine, listeners.len());
+        let leases = slots::share(config.max_connections, listeners.len())
+            .map_err(|e| Error::Runtime(format!("cannot set up an event loop: {e}")))?;
         let pool = match executor {
             Some(executor) => Some(
                 Pool::start(executor, settings.effects)
@@ -93,23 +100,31 @@ impl<I: Interceptor> Proxy<I> {
             ),
             None => None,
         };
+        // One run identity for every loop's capture: they come from the same start.
+        let run = match settings.capture {
+            Some(_) => Some(capture::new_run(clock.wall_epoch).map_err(|e| {
+                Error::Runtime(format!("cannot start the capture: {}", describe(&e)))
+            })?),
+            None => None,
+        };
         let mut drivers = Vec::new();
         let mut triggers = Vec::new();
-        for (index, l) in listeners.into_iter().enumerate() {
+        for (index, (l, lease)) in listeners.into_iter().zip(leases).enumerate() {
             let runtime =
                 |e: std::io::Error| Error::Runtime(format!("cannot set up an event loop: {e}"));
             let (rx, tx) = signals::trigger().map_err(runtime)?;
-            let engine = build_engine(per_loop.clone(), make())
+            let engine = build_engine(config.clone(), make())
                 .map_err(|e| Error::Usage(format!("invalid configuration: {e}")))?;
-            let recorder = match &settings.capture {
-                Some(path) => Some(start_capture(
+            let recorder = match (&settings.capture, run) {
+                (Some(path), Some(run)) => Some(start_capture(
                     settings,
-                    &per_loop,
+                    config,
                     local_addr,
                     &clock,
                     &capture::loop_path(path, index),
+                    run,
                 )?),
-                None => None,
+                _ => None,
             };
             drivers.push(
                 Driver::new(
@@ -117,6 +132,7 @@ impl<I: Interceptor> Proxy<I> {
                     clock,
                     Intake {
                         listener: l,
+                        slots: lease,
                         drain: rx,
                     },
                     upstreams.clone(),
@@ -131,7 +147,8 @@ impl<I: Interceptor> Proxy<I> {
         Ok(Proxy {
             drivers,
             local_addr,
-            stopper: Stopper { triggers },
+            stopper: Stopper::new(triggers),
+            reports: sink,
             pool,
         })
     }
@@ -141,7 +158,8 @@ impl<I: Interceptor> Proxy<I> {
         self.local_addr
     }
 
-    /// A handle that makes every loop drain, as SIGTERM does.
+    /// A handle that makes every loop drain, as SIGTERM does (and a second call ends the drain at
+    /// once, as a second SIGTERM does).
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
@@ -152,11 +170,12 @@ where
     I: Interceptor + Send + 'static,
     Engine<I>: Send,
 {
-    /// What the `fanout` binary does once bound: installs the SIGTERM/SIGINT handlers (first: a
-    /// caller may signal as soon as it reads the next line), prints `listening on ADDR` on stdout
-    /// and flushes it, then [`run`](Proxy::run)s until drained.
+    /// What the `fanout` binary does once bound: installs the signal handlers (first: a caller
+    /// may signal as soon as it reads the next line; see `signals.rs`: SIGTERM/SIGINT drain, a
+    /// second one cuts the drain short, SIGHUP reopens the report file), prints `listening on
+    /// ADDR` on stdout and flushes it, then [`run`](Proxy::run)s until drained.
     pub fn serve(self) -> Result<(), Error> {
-        let _signals = SignalGuard::install(&self.stopper())
+        let _signals = SignalGuard::install(&self.stopper(), self.reports.clone())
             .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {}", self.local_addr());
@@ -166,18 +185,28 @@ where
     }
 
     /// Runs every loop (the first on this thread) until all have drained, then stops the effect
-    /// pool.
+    /// pool. [`Error::DrainCutShort`] when a second drain request closed sessions that were
+    /// still open.
     pub fn run(self) -> Result<(), Error> {
-        let Proxy { drivers, pool, .. } = self;
+        let Proxy {
+            drivers,
+            pool,
+            stopper,
+            ..
+        } = self;
         let result = run_loops(drivers);
         if let Some(pool) = pool {
             pool.shutdown();
         }
-        result
+        match result? {
+            Ended::Drained => Ok(()),
+            Ended::CutShort => Err(stopper.cut_short()),
+        }
     }
 }
 
-fn run_loops<I>(drivers: Vec<Driver<I>>) -> Result<(), Error>
+/// Runs the loops to their end: `CutShort` if any loop's drain was.
+fn run_loops<I>(drivers: Vec<Driver<I>>) -> Result<Ended, Error>
 where
     I: Interceptor + Send + 'static,
     Engine<I>: Send,
@@ -199,18 +228,22 @@ where
             Ok(r) => r.map_err(loop_failed),
             Err(_) => Err(Error::Runtime("an event loop panicked".into())),
         };
-        result = result.and(r);
+        result = match (result, r) {
+            (Ok(Ended::Drained), Ok(ended)) => Ok(ended),
+            (Ok(Ended::CutShort), Ok(_)) => Ok(Ended::CutShort),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        };
     }
     result
 }
 
-/// Each loop runs its own engine, so the process-wide `--max-connections` is shared out
-/// between the loops (rounded up, so each loop may take at least one client), and so is
-/// `--secondary-memory` (rounded down, so the loops together never pass it; at least a byte).
+/// Each loop runs its own engine, and an engine bounds only what its own secondaries hold: each
+/// loop gets its share of `--secondary-memory` (rounded down, so the loops together never pass
+/// it; at least a byte). `--max-connections` stays whole: the loops share one count of it
+/// (`slots.rs`).
 fn per_loop_config(cfg: &Config, threads: usize) -> Config {
     let threads = threads.max(1);
     Config {
-        max_connections: cfg.max_connections.div_ceil(threads),
         secondary_memory: (cfg.secondary_memory / threads as u64).max(1),
         ..cfg.clone()
     }
@@ -223,6 +256,7 @@ fn start_capture(
     listen: SocketAddr,
     clock: &Clock,
     path: &Path,
+    run: Run,
 ) -> Result<Recorder, Error> {
     let epoch_unix_ms = clock
         .wall_epoch
@@ -235,8 +269,10 @@ fn start_capture(
         backends: settings.backends.iter().map(|b| b.name.clone()).collect(),
         config: config.clone(),
         epoch_unix_ms,
+        run: Some(run),
     };
-    Recorder::create(path, settings.capture_max_size, header).map_err(|e| {
+    let every = settings.capture_flush;
+    Recorder::create(path, settings.capture_max_size, every, header).map_err(|e| {
         Error::Runtime(format!(
             "cannot write the capture file {}: {}",
             path.display(),
@@ -254,26 +290,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_connections_is_shared_between_loops() {
-        let cfg = Config {
-            max_connections: 10,
-            ..Config::default()
-        };
-        assert_eq!(per_loop_config(&cfg, 1).max_connections, 10);
-        assert_eq!(per_loop_config(&cfg, 2).max_connections, 5);
-        assert_eq!(per_loop_config(&cfg, 3).max_connections, 4);
-        assert_eq!(per_loop_config(&cfg, 64).max_connections, 1);
-        assert_eq!(per_loop_config(&cfg, 3).idle_timeout, cfg.idle_timeout);
-    }
-
-    #[test]
     fn secondary_memory_is_shared_between_loops_never_exceeding_the_total() {
         let cfg = Config {
             secondary_memory: 100,
+            max_connections: 10,
             ..Config::default()
         };
         assert_eq!(per_loop_config(&cfg, 1).secondary_memory, 100);
         assert_eq!(per_loop_config(&cfg, 3).secondary_memory, 33);
         assert_eq!(per_loop_config(&cfg, 200).secondary_memory, 1);
+        assert_eq!(per_loop_config(&cfg, 3).max_connections, 10);
+        assert_eq!(per_loop_config(&cfg, 3).idle_timeout, cfg.idle_timeout);
     }
 }

@@ -1,6 +1,7 @@
 //! The duplex report sink: one JSON line per finished session (format in CONTRACT.md), and at
 //! `-v` one summary line per session on stderr.
 
+use crate::files;
 use fanout_engine::{Role, SessionReport};
 use serde::Serialize;
 use std::fs::File;
@@ -14,6 +15,8 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone)]
 pub struct ReportSink {
     file: Option<Arc<Mutex<File>>>,
+    /// The `--report` path, opened again by [`ReportSink::reopen`].
+    path: Option<Arc<Path>>,
     summary: bool,
     /// Upstream names (addresses), indexed by `UpstreamId`.
     names: Arc<[String]>,
@@ -23,7 +26,8 @@ pub struct ReportSink {
 }
 
 impl ReportSink {
-    /// Opens `path` for appending (created if missing).
+    /// Opens `path` for appending (created mode 0600 if missing; never through a symlink, see
+    /// `files.rs`).
     pub fn open(
         path: Option<&Path>,
         summary: bool,
@@ -31,18 +35,30 @@ impl ReportSink {
         wall_epoch: SystemTime,
     ) -> io::Result<Self> {
         let file = match path {
-            Some(p) => Some(Arc::new(Mutex::new(
-                File::options().create(true).append(true).open(p)?,
-            ))),
+            Some(p) => Some(Arc::new(Mutex::new(files::append(p)?))),
             None => None,
         };
         Ok(ReportSink {
             file,
+            path: path.map(Arc::from),
             summary,
             names,
             wall_epoch,
             failed: false,
         })
+    }
+
+    /// Opens the report path again and sends every later line there, in every loop (they share
+    /// the file): after logrotate renamed the file, SIGHUP starts a new one. Each line goes whole
+    /// to the old file or the new one. On an error the old file stays in use. `Ok(None)` when
+    /// there is no report file; otherwise the path reopened.
+    pub fn reopen(&self) -> io::Result<Option<&Path>> {
+        let (Some(file), Some(path)) = (&self.file, &self.path) else {
+            return Ok(None);
+        };
+        let new = files::append(path)?;
+        *file.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(Some(path))
     }
 
     /// Writes one session's report. A write error is logged once and otherwise ignored: the
@@ -241,6 +257,24 @@ mod tests {
             summary_line(&report(), &names()),
             "session 7 127.0.0.1:51234 primary ok 1024B 3.2ms | 127.0.0.1:8081 detached-budget 0B match=false@12"
         );
+    }
+
+    #[test]
+    fn reopen_sends_later_lines_to_a_new_file_after_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (dir.path().join("r.jsonl"), dir.path().join("r.jsonl.1"));
+        let mut sink =
+            ReportSink::open(Some(&path), false, names().into(), SystemTime::now()).unwrap();
+        let mut other_loop = sink.clone();
+        sink.emit(&report());
+        std::fs::rename(&path, &rotated).unwrap();
+        assert_eq!(sink.reopen().unwrap(), Some(path.as_path()));
+        other_loop.emit(&report());
+        sink.emit(&report());
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!((lines(&rotated), lines(&path)), (1, 2));
+        let none = ReportSink::open(None, false, names().into(), SystemTime::now()).unwrap();
+        assert_eq!(none.reopen().unwrap(), None);
     }
 
     #[test]

@@ -2,14 +2,20 @@
 //! `fanout replay --engine FILE` (and `PROGRAM replay --engine FILE` for programs on
 //! [`crate::host`], which replay into their own interceptor: [`replay_engine_with`]).
 //!
-//! Both read every file of a capture (`FILE`, then `FILE.1`, `FILE.2`, ... while they exist) with
-//! the engine's [`Decoder`], one record at a time, so an error names the file and the byte offset
-//! where it starts and nothing larger than the format's limits is ever allocated.
+//! Both read a capture's files (`FILE`, then `FILE.1`, `FILE.2`, ... while they exist) with the
+//! engine's [`walk_segments`], one record at a time, so an error names the file and the byte
+//! offset where it starts and nothing larger than the format's limits is ever allocated. Its
+//! rules decide what the capture is: only files of `FILE`'s run (the others are named on stderr,
+//! "note: FILE.N was not read: ..."), and a file torn by a crash up to the tear, which ends the
+//! tool with [`Error::Torn`] (exit status 3) once it has used every complete record.
 
 use crate::balance::BalanceConfig;
 use crate::error::{describe, Error};
 use fanout_engine::capture::script::{self, SessionScript};
-use fanout_engine::capture::{read_segments, segment_name, Decoder, Header, Record, Replayer};
+use fanout_engine::capture::{
+    read_segments, segment_name, walk_segments, Decoder, Extent, Header, Record, Replayer,
+    WalkError,
+};
 use fanout_engine::{Event, Interceptor, Passthrough, Peer};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -40,40 +46,39 @@ pub fn open_segments(base: &Path) -> Result<Vec<(String, BufReader<File>)>, Erro
     Ok(files)
 }
 
-/// Walks every record of a capture, in order, with the file and offset it starts at. Checks
-/// that each file continues the one before (as [`read_segments`] does).
+/// Walks every record of the capture at `base`, in order, with the file and offset it starts at
+/// (the engine's rules: [`walk_segments`]), then names on stderr the files it left out.
 fn walk(
     base: &Path,
-    mut each: impl FnMut(&str, u64, &Header, Record) -> Result<(), Error>,
-) -> Result<Header, Error> {
-    let mut first: Option<Header> = None;
-    for (n, (name, reader)) in open_segments(base)?.into_iter().enumerate() {
-        let bad = |e: &dyn std::fmt::Display| Error::Runtime(format!("{name}: {e}"));
-        let mut dec = Decoder::new(reader).map_err(|e| bad(&e))?;
-        let header = dec.header().clone();
-        if header.segment as usize != n {
-            return Err(bad(&format!(
-                "at byte 24: is segment {} of its capture, expected segment {n}",
-                header.segment
-            )));
+    each: impl FnMut(&str, u64, &Header, Record) -> Result<(), Error>,
+) -> Result<(Header, Extent), Error> {
+    match walk_segments(open_segments(base)?, each) {
+        Ok((header, extent)) => {
+            note_skipped(&extent);
+            Ok((header, extent))
         }
-        if let Some(f) = &first {
-            if f.config != header.config || f.backends != header.backends {
-                return Err(bad(
-                    &"at byte 24: recorded with another configuration than segment 0",
-                ));
-            }
-        }
-        loop {
-            let offset = dec.offset();
-            match dec.next_record().map_err(|e| bad(&e))? {
-                Some(record) => each(&name, offset, &header, record)?,
-                None => break,
-            }
-        }
-        first.get_or_insert(header);
+        Err(WalkError::Capture(message)) => Err(Error::Runtime(message)),
+        Err(WalkError::Stopped(e)) => Err(e),
     }
-    first.ok_or_else(|| Error::Runtime("no capture file".into()))
+}
+
+/// One line on stderr per file that is not part of the capture, and why.
+pub(crate) fn note_skipped(extent: &Extent) {
+    for skipped in &extent.skipped {
+        eprintln!("note: {skipped}");
+    }
+}
+
+/// How a tool that did its work ends: `Ok`, or [`Error::Torn`] (exit status 3) naming where the
+/// capture is torn.
+pub(crate) fn torn_or_ok(extent: &Extent) -> Result<(), Error> {
+    match &extent.torn {
+        None => Ok(()),
+        Some(torn) => Err(Error::Torn(format!(
+            "{torn}. Every complete record before the tear was used; a capture ends like this \
+             when its proxy is killed while recording"
+        ))),
+    }
 }
 
 // ---- replay --engine --------------------------------------------------------------------
@@ -148,6 +153,8 @@ fn replay<I: Interceptor>(
     let mut replayer: Option<Replayer<I>> = None;
     let mut mode = String::new();
     let schema = first_schema(base);
+    // Inputs replayed when the last digest was checked.
+    let mut checked_at = 0;
     let walked = walk(base, |name, offset, header, record| {
         if replayer.is_none() {
             mode.clone_from(&header.mode);
@@ -158,11 +165,16 @@ fn replay<I: Interceptor>(
             replayer = Some(Replayer::for_schema(engine, schema));
         }
         let r = replayer.as_mut().expect("set above");
+        let outputs = matches!(record, Record::Outputs { .. });
         r.apply(record, |_| {}).map_err(|d| {
             Error::Runtime(format!(
                 "{name}: at byte {offset}: the replay diverged: {d}"
             ))
-        })
+        })?;
+        if outputs {
+            checked_at = r.inputs();
+        }
+        Ok(())
     });
     let other_program = |e: Error| match e {
         Error::Runtime(m) if !mode.is_empty() && !ours(&mode) => Error::Runtime(format!(
@@ -171,14 +183,21 @@ fn replay<I: Interceptor>(
         )),
         e => e,
     };
-    walked.map_err(other_program)?;
+    let (_, extent) = walked.map_err(other_program)?;
     let Some(r) = replayer else {
+        torn_or_ok(&extent)?;
         return Err(Error::Runtime(format!(
             "{}: the capture holds no records: nothing to replay",
             base.display()
         )));
     };
     if r.checked() == 0 {
+        let _ = writeln!(
+            out,
+            "replayed {} inputs; no digest recorded before the tear to check them against",
+            r.inputs()
+        );
+        torn_or_ok(&extent)?;
         return Err(Error::Runtime(format!(
             "{}: replayed {} inputs, but the capture holds no Outputs digest to check them \
              against (was the proxy killed before it drained?)",
@@ -186,15 +205,19 @@ fn replay<I: Interceptor>(
             r.inputs()
         )));
     }
+    let unchecked = match r.inputs() - checked_at {
+        0 => String::new(),
+        n => format!("; the last {n} inputs come after the last digest"),
+    };
     let _ = writeln!(
         out,
-        "reproduced {} inputs, {} commands, digest {:016x} ({} digest(s) checked)",
+        "reproduced {} inputs, {} commands, digest {:016x} ({} digest(s) checked{unchecked})",
         r.inputs(),
         r.digest().count(),
         r.digest().value(),
         r.checked()
     );
-    Ok(())
+    torn_or_ok(&extent)
 }
 
 // ---- capture inspect --------------------------------------------------------------------
@@ -205,11 +228,13 @@ fn replay<I: Interceptor>(
 pub fn dump_json(base: &Path, out: &mut impl Write) -> Result<(), Error> {
     let mut header_done = false;
     let write_err = |e: io::Error| Error::Runtime(format!("cannot write: {e}"));
-    walk(base, |name, offset, header, record| {
+    let header_line = |name: &str, header: &Header| {
+        serde_json::json!({ "file": name, "header": header }).to_string()
+    };
+    let (header, extent) = walk(base, |name, offset, header, record| {
         if !header_done {
             header_done = true;
-            let line = serde_json::json!({ "file": name, "header": header });
-            writeln!(out, "{line}").map_err(write_err)?;
+            writeln!(out, "{}", header_line(name, header)).map_err(write_err)?;
         }
         let mut value = serde_json::to_value(&record)
             .map_err(|e| Error::Runtime(format!("{name}: at byte {offset}: {e}")))?;
@@ -226,7 +251,12 @@ pub fn dump_json(base: &Path, out: &mut impl Write) -> Result<(), Error> {
         let line = serde_json::json!({ "file": name, "offset": offset, "record": value });
         writeln!(out, "{line}").map_err(write_err)
     })?;
-    Ok(())
+    if !header_done {
+        // A capture with no records yet (its proxy just started, or was killed at once).
+        let first = extent.files.first().map_or("", String::as_str);
+        writeln!(out, "{}", header_line(first, &header)).map_err(write_err)?;
+    }
+    torn_or_ok(&extent)
 }
 
 fn hex(data: &[u8]) -> String {
@@ -240,14 +270,14 @@ fn hex(data: &[u8]) -> String {
 
 /// `fanout capture inspect FILE`: what was recorded, in a few lines a person reads.
 pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
-    let files = open_segments(base)?;
-    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let capture = read_segments(open_segments(base)?).map_err(Error::Runtime)?;
+    note_skipped(&capture.extent);
+    let names = &capture.extent.files;
     let size: u64 = names
         .iter()
         .filter_map(|n| std::fs::metadata(n).ok())
         .map(|m| m.len())
         .sum();
-    let capture = read_segments(files).map_err(Error::Runtime)?;
     let h = &capture.header;
     let mut s = Summary::default();
     for r in &capture.records {
@@ -270,6 +300,14 @@ pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
         h.listen,
         humantime::format_rfc3339_millis(started)
     );
+    match &h.run {
+        Some(run) => {
+            let _ = writeln!(w, "run {}", run.id);
+        }
+        None => {
+            let _ = writeln!(w, "run: not recorded (a capture of schema 1 or 2)");
+        }
+    }
     for (i, b) in h.backends.iter().enumerate() {
         // relay/duplex open backend i as upstream i; other interceptors choose per session.
         let role = match (BUILT_IN_MODES.contains(&h.mode.as_str()), i) {
@@ -300,14 +338,28 @@ pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
     );
     let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(w, "events: {}", kinds.join(", "));
-    for (after, commands, digest) in &s.outputs {
+    let listed = s.outputs.len() <= OUTPUTS_LISTED;
+    for (i, (after, commands, digest)) in s.outputs.iter().enumerate() {
+        // A long capture holds a digest per flush interval: the first ones and the last.
+        let shown = listed || i < 3 || i + 2 >= s.outputs.len();
+        if shown {
+            let _ = writeln!(
+                w,
+                "outputs after {after} inputs: {commands} commands, digest {digest:016x}"
+            );
+        } else if i == 3 {
+            let _ = writeln!(w, "  ... and {} more digests", s.outputs.len() - 5);
+        }
+    }
+    let last = s.outputs.last().map_or(0, |o| o.0);
+    if s.inputs == 0 && s.outputs.is_empty() {
+        let _ = writeln!(w, "outputs: none (nothing recorded yet)");
+    } else if last < s.inputs {
         let _ = writeln!(
             w,
-            "outputs after {after} inputs: {commands} commands, digest {digest:016x}"
+            "outputs: none after the last {} inputs (the proxy did not end cleanly)",
+            s.inputs - last
         );
-    }
-    if s.outputs.is_empty() {
-        let _ = writeln!(w, "outputs: none recorded (the proxy did not end cleanly)");
     }
     match script::sessions(h, &capture.records) {
         Ok(scripts) => {
@@ -320,11 +372,14 @@ pub fn inspect(base: &Path, out: &mut impl Write) -> Result<(), Error> {
         }
     }
     out.write_all(w.as_bytes())
-        .map_err(|e| Error::Runtime(format!("cannot write: {e}")))
+        .map_err(|e| Error::Runtime(format!("cannot write: {e}")))?;
+    torn_or_ok(&capture.extent)
 }
 
 /// Sessions listed at most; a summary line covers the rest.
 const SESSIONS_LISTED: usize = 50;
+/// Output digests listed in full at most; beyond, the first three and the last two.
+const OUTPUTS_LISTED: usize = 8;
 
 fn session_table(w: &mut String, scripts: &[SessionScript], backends: usize) {
     use std::fmt::Write as _;

@@ -7,6 +7,9 @@ use std::time::Duration;
 /// (`KB`, `MB`) are refused rather than guessed at.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("invalid size {s:?}: a size cannot be negative"));
+    }
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
     if num.is_empty() {
@@ -35,6 +38,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration in humantime's notation: `250ms`, `5s`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim().starts_with('-') {
+        return Err(format!(
+            "invalid duration {s:?}: a duration cannot be negative (write e.g. 250ms, 5s or 2m)"
+        ));
+    }
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 250ms, 5s or 2m)"))
 }
@@ -79,5 +87,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_size("-1").unwrap_err().contains("negative"));
     }
 }

@@ -290,6 +290,12 @@ fn replay(file: &str, seed: u64, faults: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for skipped in &capture.extent.skipped {
+        eprintln!("fanout-sim: note: {skipped}");
+    }
+    if let Some(torn) = &capture.extent.torn {
+        eprintln!("fanout-sim: note: {torn}; replaying the records before the tear");
+    }
     let scripts = match script::sessions(&capture.header, &capture.records) {
         Ok(s) => s,
         Err(e) => {

@@ -1,5 +1,5 @@
-//! The command line: the em-proxy form, every kind of backend address, and how bad input and a
-//! busy port end the process.
+//! The command line: the em-proxy form, every kind of backend address, how bad input and a
+//! busy port end the process, and `--max-connections` as the whole process's limit.
 
 use crate::support::backend::{self, Backend, Stop};
 use crate::support::proxy::{args, run_to_exit, Fanout};
@@ -7,8 +7,9 @@ use crate::support::{client, eventually, LIVENESS};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A backend that records every request (read to EOF) and answers `response`.
 fn recording(response: &'static [u8]) -> (Backend, Arc<Mutex<Vec<Vec<u8>>>>) {
@@ -392,4 +393,191 @@ fn localhost_listen_address_works() {
     ]));
     assert!(proxy.addr().ip().is_loopback(), "{}", proxy.addr());
     assert_eq!(client::request(proxy.addr(), b"by name"), b"by name");
+}
+
+#[test]
+fn em_proxy_long_flags_work_as_in_its_bin() {
+    let (primary, p_seen) = recording(b"from primary");
+    let (s1, s1_seen) = recording(b"from s1");
+    let (s2, s2_seen) = recording(b"from s2");
+    let proxy = Fanout::start(&args([
+        "--listen".to_string(),
+        "0".to_string(),
+        "--relay".to_string(),
+        primary.arg(),
+        "--duplex".to_string(),
+        format!("{},{}", s1.arg(), s2.arg()),
+        "--verbose".to_string(),
+    ]));
+    assert_eq!(
+        client::request(proxy.addr(), b"long flags"),
+        b"from primary"
+    );
+    for (name, seen) in [("primary", &p_seen), ("s1", &s1_seen), ("s2", &s2_seen)] {
+        assert!(
+            eventually(LIVENESS, || seen.lock().unwrap().len() == 1),
+            "{name} did not get the request"
+        );
+    }
+    assert!(
+        eventually(LIVENESS, || proxy.stderr().contains(" primary ok ")),
+        "--verbose printed no summary line; stderr:\n{}",
+        proxy.stderr()
+    );
+}
+
+#[test]
+fn em_proxy_socket_flag_relays_to_a_unix_socket() {
+    let echo = UnixEcho::spawn();
+    let path = echo.path.to_str().unwrap();
+    for flag in ["-s", "--socket"] {
+        let proxy = Fanout::start(&args(["-l", "0", flag, path]));
+        assert_eq!(client::request(proxy.addr(), b"via socket"), b"via socket");
+    }
+    let out = run_to_exit(
+        &args(["-l", "0", "-r", "127.0.0.1:9", "-s", path]),
+        LIVENESS,
+    );
+    assert_eq!(out.status.code(), Some(2), "-r and -s together: {out:?}");
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_backend_equal_to_the_listen_address_is_refused_at_start_as_a_loop() {
+    let port = free_port();
+    let here = format!("127.0.0.1:{port}");
+    for a in [
+        args(["relay", "--listen", &here, "--to", &here]),
+        args(["-l", &port.to_string(), "-r", &here]),
+        args([
+            "duplex",
+            "--listen",
+            &here,
+            "--primary",
+            "127.0.0.1:9",
+            "--secondary",
+            &here,
+        ]),
+        args([
+            "balance",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--to",
+            &here,
+        ]),
+    ] {
+        let out = run_to_exit(&a, LIVENESS);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {out:?}");
+        assert!(out.stderr.contains("loop"), "{a:?}: {}", out.stderr);
+        assert!(!out.stdout.contains("listening on"), "{a:?}: {out:?}");
+    }
+}
+
+#[test]
+fn an_oversized_or_endless_config_file_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    for file in [Path::new("/dev/zero"), big.as_path()] {
+        let out = run_to_exit(
+            &args(["relay", "--config", file.to_str().unwrap()]),
+            LIVENESS,
+        );
+        assert_eq!(out.status.code(), Some(2), "{file:?}: {out:?}");
+        assert!(
+            out.stderr.contains("larger than 1 MiB"),
+            "{file:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_negative_duration_names_its_flag() {
+    for flag in [
+        "--connect-timeout",
+        "--idle-timeout",
+        "--secondary-deadline",
+        "--drain-timeout",
+        "--effect-timeout",
+    ] {
+        for a in [
+            args(["relay", "--listen", "0", "--to", "127.0.0.1:9", flag, "-5s"]),
+            args([
+                "relay".to_string(),
+                "--listen".to_string(),
+                "0".to_string(),
+                "--to".to_string(),
+                "127.0.0.1:9".to_string(),
+                format!("{flag}=-5s"),
+            ]),
+        ] {
+            let out = run_to_exit(&a, LIVENESS);
+            assert_eq!(out.status.code(), Some(2), "{a:?}: {out:?}");
+            assert!(out.stderr.contains(flag), "{a:?}: {}", out.stderr);
+            assert!(out.stderr.contains("negative"), "{a:?}: {}", out.stderr);
+        }
+    }
+}
+
+/// Connects `n` clients, sends each one byte, and returns the indices of those that got no echo
+/// while all of them were connected.
+fn unanswered(proxy: &Fanout, n: usize) -> Vec<usize> {
+    let mut clients: Vec<TcpStream> = (0..n).map(|_| proxy.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&[i as u8]).unwrap();
+    }
+    let deadline = Instant::now() + LIVENESS;
+    let mut missing = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(50))))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if !matches!(c.read(&mut b), Ok(1) if b[0] == i as u8) {
+            missing.push(i);
+        }
+    }
+    missing
+}
+
+#[test]
+fn max_connections_is_the_whole_process_limit_across_threads() {
+    // The kernel spreads connects over the two loops' listeners unevenly; each of the 100 must
+    // be served while the other 99 stay connected.
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--threads", "2", "--max-connections", "100"]);
+    let missing = unanswered(&proxy, 100);
+    assert!(
+        missing.is_empty(),
+        "{} of 100 clients were not served with --threads 2 --max-connections 100: {missing:?}",
+        missing.len()
+    );
+}
+
+#[test]
+fn max_connections_across_threads_holds_the_next_client_until_one_leaves() {
+    let b = Backend::spawn(backend::echo);
+    let proxy = Fanout::relay(b.addr(), &["--threads", "2", "--max-connections", "2"]);
+    let mut first = proxy.connect();
+    client::echoes(&mut first, b'1');
+    let mut second = proxy.connect();
+    client::echoes(&mut second, b'2');
+    let mut third = proxy.connect();
+    third.write_all(b"3").unwrap();
+    assert!(
+        client::stays_silent(&mut third, Duration::from_millis(700)),
+        "a third client was served with --max-connections 2 over two loops"
+    );
+    drop(first);
+    assert_eq!(client::read_exactly(&mut third, 1), b"3");
+    client::echoes(&mut second, b'b');
 }

@@ -101,3 +101,29 @@ fn port_forward_usage_errors_exit_2_and_a_bad_capture_exits_1() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.starts_with("port_forward: error: "), "{err}");
 }
+
+/// A program on `fanout_io::host` takes signals as `fanout` does: SIGHUP cuts no session, SIGTERM
+/// drains, a second SIGTERM ends the drain at once with status 143.
+#[test]
+fn port_forward_takes_sighup_and_a_second_sigterm_as_fanout_does() {
+    let b = Backend::spawn(echo);
+    let mut proxy = port_forward(&args(["--listen", "127.0.0.1:0", "--to", &b.arg()]));
+    let mut c = proxy.connect();
+    client::echoes(&mut c, b'1');
+    proxy.signal(libc::SIGHUP);
+    client::echoes(&mut c, b'2');
+    assert_eq!(client::request(proxy.addr(), b"after hup"), b"after hup");
+    assert!(proxy.try_exit().is_none(), "SIGHUP ended the program");
+
+    proxy.signal(libc::SIGTERM);
+    assert!(
+        crate::support::eventually(LIVENESS, || std::net::TcpStream::connect(proxy.addr())
+            .is_err()),
+        "the first SIGTERM did not start a drain"
+    );
+    client::echoes(&mut c, b'3');
+    proxy.signal(libc::SIGTERM);
+    client::expect_closed(&mut c, LIVENESS);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(143), "{}", proxy.stderr());
+}

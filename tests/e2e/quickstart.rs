@@ -1,9 +1,11 @@
 //! The README's quick start with real programs: two `python3 -m http.server` backends, fanout in
 //! duplex mode, and `curl` through it.
 
-use crate::support::proxy::{report_path, Fanout};
+use crate::support::proxy::{self, report_path, Fanout};
 use crate::support::{report, LIVENESS};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -133,4 +135,89 @@ fn curl_downloads_a_large_file_through_relay_intact() {
     let got = std::fs::read(&out).unwrap();
     assert_eq!(got.len(), body.len());
     assert!(got == body, "curl's download differs from the file served");
+}
+
+/// The first `sh` code block under the README's "Quick start" heading.
+fn quick_start_script(readme: &str) -> String {
+    let section = &readme[readme
+        .find("## Quick start")
+        .expect("a Quick start section")..];
+    let body = &section[section.find("```sh\n").expect("an sh block") + "```sh\n".len()..];
+    body[..body.find("```").expect("the block ends")].to_string()
+}
+
+/// A port free on 127.0.0.1 now (bound, then released).
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port().to_string()
+}
+
+/// The README's quick start as written, run by `sh` from a copy of the files it serves. Three
+/// things differ, none of them shell: the build line is left out (the binary under test stands
+/// for `target/release/fanout`), and its fixed ports become free ones so a busy port on the
+/// test machine cannot fail it.
+#[test]
+fn readme_quick_start_runs_as_written_in_sh() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut script = quick_start_script(&readme);
+    assert!(script.starts_with("cargo build --release"), "{script}");
+    script = script.replacen("cargo build --release", ": cargo build --release", 1);
+    script = script.replace("target/release/fanout", &proxy::bin());
+    for port in ["8081", "8082", "9000"] {
+        script = script.replace(port, &free_port());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["README.md", "Cargo.toml"] {
+        std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
+    }
+
+    // Its own process group, so whatever a failing script leaves running is stopped below.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh on PATH");
+    let group = child.id() as i32;
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + 3 * LIVENESS;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) on the process group this test created; no memory is involved.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = child.wait();
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    let status = status.unwrap_or_else(|| panic!("the quick start did not finish:\n{out}\n{err}"));
+
+    assert!(
+        status.success(),
+        "the quick start failed ({status}):\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("# fanout"),
+        "curl printed no README head:\n{out}"
+    );
+    assert!(out.contains("fanout exited 0"), "{out}\n{err}");
+    let sessions = report::read(dir.path().join("report.jsonl").to_str().unwrap());
+    assert_eq!(sessions.len(), 2, "two curls, two sessions: {sessions:#?}");
 }

@@ -2,7 +2,7 @@
 
 use crate::support::backend::{self, Backend};
 use crate::support::pattern::hex_digest;
-use crate::support::proxy::{report_path, Fanout};
+use crate::support::proxy::{args, report_path, run_to_exit, Fanout};
 use crate::support::{client, eventually, report, LIVENESS};
 use serde_json::Value;
 use std::io::Write;
@@ -248,4 +248,40 @@ fn an_idle_session_is_reported_idle_timeout() {
         let b = report::backend(&sessions[0], &address);
         assert_eq!(b["outcome"], "idle-timeout", "{b:#}");
     }
+}
+
+/// The report names every client: created 0600, and never written through a symlink.
+#[test]
+fn report_file_is_created_owner_only_and_never_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Backend::spawn(backend::echo);
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let mut proxy = Fanout::relay(b.addr(), &["--report", path.as_str()]);
+    assert_eq!(client::request(proxy.addr(), b"x"), b"x");
+    report::wait_for(&path, 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the report has mode {mode:o}");
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(LIVENESS).code(), Some(0));
+
+    let target = dir.path().join("precious");
+    std::fs::write(&target, b"not yours\n").unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let f = run_to_exit(
+        &args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            &b.arg(),
+            "--report",
+            link.to_str().unwrap(),
+        ]),
+        LIVENESS,
+    );
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("symbolic link"), "{}", f.stderr);
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours\n");
 }

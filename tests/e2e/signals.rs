@@ -1,5 +1,6 @@
 //! SIGTERM and SIGINT drain: stop accepting, let open sessions finish (until --drain-timeout),
-//! then exit 0.
+//! then exit 0; a second one ends the drain at once (exit 128 + signal). SIGHUP reopens the
+//! report file and touches no session.
 
 use crate::support::backend::{self, Backend, Gate};
 use crate::support::client;
@@ -155,4 +156,96 @@ fn drain_ends_when_a_lingering_secondary_reaches_its_deadline() {
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     let s = report::backend(&sessions[0], &slow.arg());
     assert_eq!(s["outcome"], "detached-deadline", "{s:#}");
+}
+
+/// A session is open when the drain starts; a second `sig` closes it at once (not after the 30 s
+/// default drain timeout), reports it, and the process exits with `code`.
+fn second_signal_cuts_the_drain_short(sig: i32, code: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let b = Backend::spawn(backend::echo);
+    let mut proxy = Fanout::relay(b.addr(), &["--report", path.as_str()]);
+    let mut c = proxy.connect();
+    let me = c.local_addr().unwrap().to_string();
+    client::echoes(&mut c, b'x');
+
+    proxy.signal(sig);
+    assert!(
+        eventually(LIVENESS, || connect_refused(&proxy)),
+        "the first signal did not start a drain"
+    );
+    client::echoes(&mut c, b'y');
+    assert!(proxy.try_exit().is_none(), "exited with a session open");
+
+    proxy.signal(sig);
+    client::expect_closed(&mut c, LIVENESS);
+    let status = proxy.wait_exit(LIVENESS);
+    assert_eq!(status.code(), Some(code), "stderr:\n{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("drain was cut short"),
+        "stderr:\n{}",
+        proxy.stderr()
+    );
+    // The report may hold probes of `connect_refused` too; the cut session is there as well.
+    let sessions = report::read(&path);
+    let p = report::backend(report::session_of(&sessions, &me), &b.arg());
+    assert_ne!(p["outcome"], "ok", "{p:#}");
+}
+
+#[test]
+fn a_second_sigterm_during_the_drain_closes_open_sessions_and_exits_143() {
+    second_signal_cuts_the_drain_short(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_second_sigint_during_the_drain_closes_open_sessions_and_exits_130() {
+    second_signal_cuts_the_drain_short(libc::SIGINT, 130);
+}
+
+#[test]
+fn sighup_reopens_the_report_file_and_cuts_no_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = report_path(dir.path());
+    let rotated = format!("{path}.1");
+    let b = Backend::spawn(backend::echo);
+    let mut proxy = Fanout::relay(b.addr(), &["--report", path.as_str()]);
+    let before = proxy.connect();
+    let before_addr = before.local_addr().unwrap().to_string();
+    drop(before);
+    report::wait_for(&path, 1);
+    let mut across = proxy.connect();
+    let across_addr = across.local_addr().unwrap().to_string();
+    client::echoes(&mut across, b'a');
+
+    // What logrotate does: rename the file, then SIGHUP.
+    std::fs::rename(&path, &rotated).unwrap();
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        eventually(LIVENESS, || std::path::Path::new(&path).exists()),
+        "no new report file after SIGHUP; stderr:\n{}",
+        proxy.stderr()
+    );
+    assert!(proxy.try_exit().is_none(), "SIGHUP ended fanout");
+
+    client::echoes(&mut across, b'b');
+    drop(across);
+    let after = proxy.connect();
+    let after_addr = after.local_addr().unwrap().to_string();
+    drop(after);
+
+    let new = report::wait_for(&path, 2);
+    let clients: Vec<&str> = new.iter().map(|s| s["client"].as_str().unwrap()).collect();
+    assert!(
+        clients.contains(&across_addr.as_str()) && clients.contains(&after_addr.as_str()),
+        "the new file lacks a session that ended after SIGHUP: {new:#?}"
+    );
+    let old = report::read(&rotated);
+    assert_eq!(old.len(), 1, "the rotated file changed: {old:#?}");
+    assert_eq!(old[0]["client"], before_addr.as_str());
+    for s in &new {
+        let p = report::backend(s, &b.arg());
+        assert_eq!(p["outcome"], "ok", "a session was cut: {p:#}");
+    }
+    proxy.signal(libc::SIGTERM);
+    assert_eq!(proxy.wait_exit(LIVENESS).code(), Some(0));
 }

@@ -6,8 +6,9 @@
 //! Pure encoding and decoding: the driver owns the file. [`Encoder`] turns a [`Header`] and
 //! [`Record`]s into bytes; [`Decoder`] reads them back from any `std::io::Read`, with every length
 //! bounded before anything is allocated, and reports bad input as a [`CaptureError`] naming the byte
-//! offset; it never panics. [`Replayer`] feeds decoded records into an engine and checks the output
-//! digests.
+//! offset, in words ([`error`]); it never panics. [`walk_segments`] reads a capture's files as one
+//! capture: only files of the first file's [`Run`], and a torn tail up to the tear ([`segments`]).
+//! [`Replayer`] feeds decoded records into an engine and checks the output digests.
 
 use crate::command::Command;
 use crate::config::Config;
@@ -21,6 +22,16 @@ use std::fmt;
 use std::io::Read;
 use xxhash_rust::xxh3::Xxh3Default;
 
+mod error;
+mod run;
+pub mod segments;
+
+pub use error::{CaptureError, ErrorKind, Part};
+pub use run::{Run, RunId};
+pub use segments::{
+    read_segments, segment_name, walk_segments, Capture, Extent, Skipped, Torn, WalkError,
+};
+
 /// The first eight bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"FANOUTCP";
 /// The layout of the preamble and record framing. Bumped only for incompatible layout changes.
@@ -28,8 +39,9 @@ pub const FORMAT_VERSION: u16 = 1;
 /// The schema of [`Header`], [`Record`], [`Event`] and [`Config`]. Enum variants are only ever
 /// appended, so a reader accepts any schema up to its own. Schema 2 appended the interceptor
 /// limits to `Config` and `Event::EffectDone`; a schema 1 header is read with the old `Config`
-/// and the new limits at their defaults ([`v1`]). Schema 3 appended `Config::secondary_memory`
-/// and `Failure::NoDescriptors`; a schema 1 or 2 header is read without the cap ([`v2`]).
+/// and the new limits at their defaults ([`v1`]). Schema 3 appended [`Header::run`],
+/// `Config::secondary_memory` and `Failure::NoDescriptors`; a schema 2 header is read as it was
+/// stored ([`v2`]), with no run and no secondary cap.
 pub const SCHEMA_VERSION: u16 = 3;
 /// The largest header accepted.
 pub const MAX_HEADER: u32 = 1 << 20;
@@ -59,6 +71,9 @@ pub struct Header {
     pub config: Config,
     /// Wall-clock time of the driver's epoch (engine `Instant::ZERO`), milliseconds since 1970.
     pub epoch_unix_ms: u64,
+    /// Since schema 3: the run that wrote this file, the same in every file of one capture
+    /// (`None` when read from a file of schema 1 or 2).
+    pub run: Option<Run>,
 }
 
 /// One entry of a capture.
@@ -87,7 +102,7 @@ impl Encoder {
     /// The preamble and header that start a capture file.
     pub fn header(&mut self, header: &Header) -> Result<&[u8], CaptureError> {
         let body = bincode::serde::encode_to_vec(header, bincode_config())
-            .map_err(|e| CaptureError::at(0, ErrorKind::Corrupt(e.to_string())))?;
+            .map_err(|e| CaptureError::at(0, ErrorKind::Unencodable(error::explain_encode(&e))))?;
         if body.len() > MAX_HEADER as usize {
             return Err(CaptureError::at(
                 0,
@@ -111,90 +126,15 @@ impl Encoder {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 4]);
         bincode::serde::encode_into_std_write(record, &mut self.buf, bincode_config())
-            .map_err(|e| CaptureError::at(0, ErrorKind::RecordTooLarge(format!("{e}"))))?;
+            .map_err(|e| CaptureError::at(0, ErrorKind::Unencodable(error::explain_encode(&e))))?;
         let len = self.buf.len() - 4;
         if len > MAX_RECORD as usize {
-            return Err(CaptureError::at(
-                0,
-                ErrorKind::RecordTooLarge(len.to_string()),
-            ));
+            return Err(CaptureError::at(0, ErrorKind::RecordTooLarge(len as u64)));
         }
         self.buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(&self.buf)
     }
 }
-
-/// Why a capture could not be read, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaptureError {
-    /// Byte offset in the file where the problem starts.
-    pub offset: u64,
-    pub kind: ErrorKind,
-}
-
-/// The kinds of bad capture input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorKind {
-    Empty,
-    BadMagic,
-    UnsupportedFormat(u16),
-    UnsupportedSchema(u16),
-    FingerprintMismatch {
-        stored: u64,
-        computed: u64,
-    },
-    HeaderTooLarge(u64),
-    RecordTooLarge(String),
-    /// The file ends inside the preamble, the header or a record.
-    Truncated {
-        needed: u64,
-        got: u64,
-    },
-    Corrupt(String),
-    Io(String),
-}
-
-impl CaptureError {
-    fn at(offset: u64, kind: ErrorKind) -> Self {
-        CaptureError { offset, kind }
-    }
-}
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at byte {}: ", self.offset)?;
-        match &self.kind {
-            ErrorKind::Empty => write!(f, "the file is empty (not a fanout capture)"),
-            ErrorKind::BadMagic => write!(f, "not a fanout capture (bad magic)"),
-            ErrorKind::UnsupportedFormat(v) => write!(
-                f,
-                "capture format version {v} is not supported (this fanout reads version {FORMAT_VERSION})"
-            ),
-            ErrorKind::UnsupportedSchema(v) => write!(
-                f,
-                "event schema version {v} is newer than this fanout's ({SCHEMA_VERSION}); upgrade fanout"
-            ),
-            ErrorKind::FingerprintMismatch { stored, computed } => write!(
-                f,
-                "config fingerprint {stored:016x} does not match the header's config ({computed:016x}): corrupt header"
-            ),
-            ErrorKind::HeaderTooLarge(n) => {
-                write!(f, "header claims {n} bytes, more than the {MAX_HEADER} allowed")
-            }
-            ErrorKind::RecordTooLarge(n) => {
-                write!(f, "record claims {n} bytes, more than the {MAX_RECORD} allowed")
-            }
-            ErrorKind::Truncated { needed, got } => write!(
-                f,
-                "truncated: needed {needed} more bytes, the file has {got}"
-            ),
-            ErrorKind::Corrupt(why) => write!(f, "corrupt record: {why}"),
-            ErrorKind::Io(why) => write!(f, "read error: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {}
 
 /// Reads a capture: the header first, then records one by one.
 #[derive(Debug)]
@@ -238,13 +178,7 @@ impl<R: Read> Decoder<R> {
             return Err(CaptureError::at(0, ErrorKind::BadMagic));
         }
         if got < PREAMBLE_LEN {
-            return Err(CaptureError::at(
-                got as u64,
-                ErrorKind::Truncated {
-                    needed: (PREAMBLE_LEN - got) as u64,
-                    got: 0,
-                },
-            ));
+            return Err(error::short_preamble(got));
         }
         let format = u16::from_le_bytes([pre[8], pre[9]]);
         if format != FORMAT_VERSION {
@@ -269,23 +203,29 @@ impl<R: Read> Decoder<R> {
             return Err(CaptureError::at(
                 offset,
                 ErrorKind::Truncated {
-                    needed: header_len.into(),
+                    part: Part::Header,
+                    len: header_len.into(),
                     got: got as u64,
                 },
             ));
         }
-        let (header, computed) = if schema == 1 {
-            let old: v1::Header = decode_exact(&body, offset)?;
-            let computed = v1::fingerprint(&old.config);
-            (old.into(), computed)
-        } else if schema == 2 {
-            let old: v2::Header = decode_exact(&body, offset)?;
-            let computed = v2::fingerprint(&old.config);
-            (old.into(), computed)
-        } else {
-            let header: Header = decode_exact(&body, offset)?;
-            let computed = config_fingerprint(&header.config);
-            (header, computed)
+        let corrupt = ErrorKind::CorruptHeader;
+        let (header, computed) = match schema {
+            1 => {
+                let old: v1::Header = decode_exact(&body, offset, corrupt)?;
+                let computed = v1::fingerprint(&old.config);
+                (old.into(), computed)
+            }
+            2 => {
+                let old: v2::Header = decode_exact(&body, offset, corrupt)?;
+                let computed = v2::fingerprint(&old.config);
+                (old.into(), computed)
+            }
+            _ => {
+                let header: Header = decode_exact(&body, offset, corrupt)?;
+                let computed = config_fingerprint(&header.config);
+                (header, computed)
+            }
         };
         if computed != fingerprint {
             return Err(CaptureError::at(
@@ -330,7 +270,8 @@ impl<R: Read> Decoder<R> {
                 return Err(CaptureError::at(
                     start,
                     ErrorKind::Truncated {
-                        needed: 4,
+                        part: Part::Length,
+                        len: 4,
                         got: n as u64,
                     },
                 ))
@@ -340,7 +281,7 @@ impl<R: Read> Decoder<R> {
         if len > MAX_RECORD {
             return Err(CaptureError::at(
                 start,
-                ErrorKind::RecordTooLarge(len.to_string()),
+                ErrorKind::RecordTooLarge(len.into()),
             ));
         }
         self.buf.resize(len as usize, 0);
@@ -349,12 +290,13 @@ impl<R: Read> Decoder<R> {
             return Err(CaptureError::at(
                 start,
                 ErrorKind::Truncated {
-                    needed: len.into(),
+                    part: Part::Record,
+                    len: len.into(),
                     got: got as u64,
                 },
             ));
         }
-        let record = decode_exact(&self.buf, start + 4)?;
+        let record = decode_exact(&self.buf, start + 4, ErrorKind::Corrupt)?;
         self.offset = start + 4 + u64::from(len);
         Ok(Some(record))
     }
@@ -368,18 +310,20 @@ impl<R: Read> Iterator for Decoder<R> {
     }
 }
 
-/// Decodes `bytes` as one value that must use every byte.
+/// Decodes `bytes` (a header or a record, at `offset`) as one value that must use every byte;
+/// `corrupt` makes the error kind from a sentence saying what is wrong.
 fn decode_exact<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     offset: u64,
+    corrupt: fn(String) -> ErrorKind,
 ) -> Result<T, CaptureError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
-        .map_err(|e| CaptureError::at(offset, ErrorKind::Corrupt(e.to_string())))?;
+        .map_err(|e| CaptureError::at(offset, corrupt(error::explain_decode(&e))))?;
     if used != bytes.len() {
         return Err(CaptureError::at(
             offset + used as u64,
-            ErrorKind::Corrupt(format!(
-                "{} bytes left over after the record",
+            corrupt(format!(
+                "{} bytes are left over after its last value",
                 bytes.len() - used
             )),
         ));
@@ -583,56 +527,6 @@ impl<I: Interceptor> Replayer<I> {
 pub mod script;
 pub mod v2;
 
-/// A whole capture read into memory: the first file's header and the records of every segment,
-/// in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capture {
-    pub header: Header,
-    pub records: Vec<Record>,
-}
-
-/// Reads a capture's segments in order (`FILE`, `FILE.1`, ...), given as `(name, reader)`.
-/// Checks that each segment continues the previous one; errors name the file and offset.
-pub fn read_segments<R: Read>(
-    segments: impl IntoIterator<Item = (String, R)>,
-) -> Result<Capture, String> {
-    let mut capture: Option<Capture> = None;
-    for (n, (name, reader)) in segments.into_iter().enumerate() {
-        let mut dec = Decoder::new(reader).map_err(|e| format!("{name}: {e}"))?;
-        let header = dec.header().clone();
-        if header.segment as usize != n {
-            return Err(format!(
-                "{name}: is segment {} of its capture, expected segment {n}",
-                header.segment
-            ));
-        }
-        let records = dec
-            .by_ref()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{name}: {e}"))?;
-        match &mut capture {
-            None => capture = Some(Capture { header, records }),
-            Some(c) => {
-                if c.header.config != header.config || c.header.backends != header.backends {
-                    return Err(format!(
-                        "{name}: recorded with another configuration than segment 0"
-                    ));
-                }
-                c.records.extend(records);
-            }
-        }
-    }
-    capture.ok_or_else(|| "no capture file given".to_string())
-}
-
-/// The file names of a rotated capture: `base`, then `base.1`, `base.2`, ...
-pub fn segment_name(base: &str, segment: u32) -> String {
-    match segment {
-        0 => base.to_string(),
-        n => format!("{base}.{n}"),
-    }
-}
-
 /// Schema 1 (before interceptors): the header's `Config` had no interceptor limits (read at
 /// their defaults) and no secondary cap (read without one, as [`v2`]).
 pub mod v1 {
@@ -698,6 +592,7 @@ pub mod v1 {
                     ..Config::default()
                 },
                 epoch_unix_ms: h.epoch_unix_ms,
+                run: None,
             }
         }
     }

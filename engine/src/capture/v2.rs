@@ -1,8 +1,12 @@
-//! Schema 2 (interceptor limits, before the engine-wide secondary cap): the header's `Config`
-//! had no `secondary_memory`. Such a capture was recorded by an engine without the cap, so it is
-//! read with none ([`NO_CAP`]) and replays as it ran. Its engine also reported `closed-early`
-//! where today's says `idle-timeout`, `drain-timeout` or `client-gone`: a replay of a schema 1
-//! or 2 capture hashes reports in those words ([`as_recorded`]).
+//! Schema 2 (interceptor limits, before run identities and the secondaries' shared cap): the
+//! header as it was stored then. Frozen here so that `Config` and [`super::Header`] may grow in
+//! later schemas while schema 2 files keep decoding, and keep their fingerprint (computed over
+//! these exact fields).
+//!
+//! Such a capture was recorded by an engine without `Config::secondary_memory`, so it is read
+//! with no cap ([`NO_CAP`]) and replays as it ran. Its engine also reported `closed-early` where
+//! today's says `idle-timeout`, `drain-timeout` or `client-gone`: a replay of a schema 1 or 2
+//! capture hashes reports in those words ([`as_recorded`]).
 
 use super::bincode_config;
 use crate::config::Config;
@@ -34,7 +38,7 @@ pub struct OldConfig {
     pub max_frame: u64,
 }
 
-/// `Header` as schema 2 stored it.
+/// `Header` as schema 2 stored it: no run identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub segment: u32,
@@ -52,7 +56,10 @@ pub fn fingerprint(config: &OldConfig) -> u64 {
 }
 
 impl From<OldConfig> for Config {
-    fn from(c: OldConfig) -> Self {
+    // Every field schema 2 stored is listed; limits appended to `Config` since take their
+    // defaults (the secondaries' cap excepted: those engines had none).
+    #[allow(clippy::needless_update)]
+    fn from(c: OldConfig) -> Config {
         Config {
             secondaries: c.secondaries,
             max_connections: c.max_connections,
@@ -71,6 +78,7 @@ impl From<OldConfig> for Config {
             effect_timeout: c.effect_timeout,
             max_frame: c.max_frame,
             secondary_memory: NO_CAP,
+            ..Config::default()
         }
     }
 }
@@ -84,6 +92,7 @@ impl From<Header> for super::Header {
             backends: h.backends,
             config: h.config.into(),
             epoch_unix_ms: h.epoch_unix_ms,
+            run: None,
         }
     }
 }

@@ -83,6 +83,7 @@ impl Spec {
                 effects: VecDeque::new(),
                 owner: BTreeMap::new(),
                 timeout: false,
+                drains: 0,
             },
             sessions: BTreeMap::new(),
             served: Vec::new(),
@@ -441,7 +442,12 @@ impl Model for Spec {
         socks: &Socks,
     ) {
         self.g.now = now;
-        self.g.timeout = matches!(event, Event::Timeout);
+        self.g.drains += u32::from(matches!(event, Event::Drain));
+        self.g.timeout = match event {
+            Event::Timeout => true,
+            Event::Drain => self.g.drains > 1,
+            _ => false,
+        };
         let mut calls: VecDeque<Call> = engine.interceptor().take_calls().into();
         match event {
             Event::Accepted { conn, .. } => self.accepted(*conn, &mut calls, socks),

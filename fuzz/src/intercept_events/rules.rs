@@ -292,8 +292,11 @@ pub(super) struct Shared {
     pub(super) effects: VecDeque<(ConnId, EffectId, EffectRequest)>,
     /// The session of every effect the engine waits for.
     pub(super) owner: BTreeMap<EffectId, ConnId>,
-    /// The event being handled is a timeout (several timers may fire in it, some unseen).
+    /// The event being handled is a timeout (several timers may fire in it, some unseen), or a
+    /// second `Drain`, which fires the drain deadline at once.
     pub(super) timeout: bool,
+    /// `Drain`s handled so far.
+    pub(super) drains: u32,
 }
 
 /// The interceptor API as the model reads it, acting on one session.

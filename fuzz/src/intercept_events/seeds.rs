@@ -392,6 +392,26 @@ pub fn seeds() -> Vec<(&'static str, Scenario)> {
                 ],
             },
         ),
+        (
+            // A second drain while sessions are open, mid-connect and behind an effect: the
+            // drain deadline comes at once.
+            "drain-twice",
+            Scenario {
+                limits: limits(),
+                flags: EAGER,
+                ops: vec![
+                    Op::Accept,
+                    Op::Accept,
+                    connect(0, 0),
+                    chunk(0, Forward, 0, 10),
+                    chunk(1, Effect, 0, 10),
+                    Op::Drain,
+                    Op::Drain,
+                    Op::Accept,
+                    Op::AdvanceToDeadline,
+                ],
+            },
+        ),
     ]
 }
 
