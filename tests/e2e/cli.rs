@@ -3,8 +3,9 @@
 
 use crate::support::backend::{self, Backend, Stop};
 use crate::support::proxy::{args, run_to_exit, Fanout};
+use crate::support::ReadRetrying;
 use crate::support::{client, eventually, LIVENESS};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -109,7 +110,7 @@ impl UnixEcho {
                 conn.set_write_timeout(Some(LIVENESS)).unwrap();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n) = conn.read(&mut buf) {
+                    while let Ok(n) = conn.read_retrying(&mut buf) {
                         if n == 0 || conn.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -542,7 +543,7 @@ fn unanswered(proxy: &Fanout, n: usize) -> Vec<usize> {
         c.set_read_timeout(Some(left.max(Duration::from_millis(50))))
             .unwrap();
         let mut b = [0u8; 1];
-        if !matches!(c.read(&mut b), Ok(1) if b[0] == i as u8) {
+        if !matches!(c.read_retrying(&mut b), Ok(1) if b[0] == i as u8) {
             missing.push(i);
         }
     }

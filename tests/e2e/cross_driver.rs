@@ -13,11 +13,12 @@
 use crate::captures::{golden_dir, goldens};
 use crate::support::backend::Stop;
 use crate::support::proxy::{args, run_to_exit, Fanout};
+use crate::support::ReadRetrying;
 use crate::support::LIVENESS;
 use fanout_engine::capture::script::{self, SessionScript, Stream};
 use fanout_engine::capture::{read_segments, Header};
 use fanout_engine::BackendId;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +52,7 @@ fn drain(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        match s.read(&mut buf) {
+        match s.read_retrying(&mut buf) {
             Ok(0) | Err(_) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
@@ -282,7 +283,7 @@ fn http_backend(name: &'static str) -> impl Fn(TcpStream, &Stop) + Send + Sync +
             if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            match s.read(&mut buf) {
+            match s.read_retrying(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => req.extend_from_slice(&buf[..n]),
             }
@@ -294,7 +295,7 @@ fn http_backend(name: &'static str) -> impl Fn(TcpStream, &Stop) + Send + Sync +
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         while req.len() < head_end + body_len {
-            match s.read(&mut buf) {
+            match s.read_retrying(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => req.extend_from_slice(&buf[..n]),
             }
@@ -311,7 +312,7 @@ fn http_backend(name: &'static str) -> impl Fn(TcpStream, &Stop) + Send + Sync +
         let _ = s.write_all(reply.as_bytes());
         let _ = s.write_all(&body);
         let _ = s.shutdown(Shutdown::Write);
-        let _ = s.read(&mut buf);
+        let _ = s.read_retrying(&mut buf);
     }
 }
 
@@ -360,7 +361,7 @@ fn a_fresh_duplex_capture_replays_in_every_driver() {
         let mut got = Vec::new();
         loop {
             let mut buf = [0u8; 4096];
-            match s.read(&mut buf) {
+            match s.read_retrying(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -7,6 +7,7 @@ use crate::support::client;
 use crate::support::example;
 use crate::support::proxy::{args, Fanout};
 use crate::support::smtp::Sink;
+use crate::support::ReadRetrying;
 use crate::support::{eventually, LIVENESS};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -43,7 +44,7 @@ fn recording(reply: &'static [u8]) -> (Backend, Arc<Mutex<Vec<Vec<u8>>>>) {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte) {
+            match s.read_retrying(&mut byte) {
                 Ok(1) => head.push(byte[0]),
                 _ => break,
             }
@@ -262,7 +263,7 @@ fn smtp_whitelist_keeps_reply_order_for_a_pipelining_client() {
     );
     let mut c = proxy.connect();
     let mut greeting = [0u8; 256];
-    let n = c.read(&mut greeting).unwrap();
+    let n = c.read_retrying(&mut greeting).unwrap();
     assert!(greeting[..n].starts_with(b"220"));
     // One write, four commands: the proxy's own 550 must come third, after two server replies.
     c.write_all(

@@ -6,8 +6,9 @@
 //! proxy's FIN, so the kernel never turns their close into a reset because of unread bytes.
 
 use super::pattern;
+use super::ReadRetrying;
 use socket2::{Domain, Socket, Type};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -133,7 +134,7 @@ impl Drop for Backend {
 pub fn finish(mut s: TcpStream) {
     let _ = s.shutdown(Shutdown::Write);
     let mut buf = [0u8; 16 * 1024];
-    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    while matches!(s.read_retrying(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// Reads until EOF (or an error); returns what arrived.
@@ -141,7 +142,7 @@ pub fn read_request(s: &mut TcpStream) -> Vec<u8> {
     let mut req = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
-        match s.read(&mut buf) {
+        match s.read_retrying(&mut buf) {
             Ok(0) => return req,
             Ok(n) => req.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -154,7 +155,7 @@ pub fn read_request(s: &mut TcpStream) -> Vec<u8> {
 pub fn echo(mut s: TcpStream, _: &Stop) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match s.read(&mut buf) {
+        match s.read_retrying(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 if s.write_all(&buf[..n]).is_err() {
@@ -221,7 +222,7 @@ pub fn never_read(s: TcpStream, stop: &Stop) {
 pub fn slow_reader(mut s: TcpStream, stop: &Stop) {
     let mut b = [0u8; 1];
     while stop.sleep(Duration::from_secs(1)) {
-        if !matches!(s.read(&mut b), Ok(1)) {
+        if !matches!(s.read_retrying(&mut b), Ok(1)) {
             // EOF or error: keep holding without reading, as a stuck peer would.
             stop.wait();
             return;
@@ -233,7 +234,7 @@ pub fn slow_reader(mut s: TcpStream, stop: &Stop) {
 /// the connection (SO_LINGER 0 and close).
 pub fn reset_after_first_byte(mut s: TcpStream, _: &Stop) {
     let mut b = [0u8; 1];
-    let _ = s.read(&mut b);
+    let _ = s.read_retrying(&mut b);
     reset(s);
 }
 

@@ -1,7 +1,8 @@
 //! Client-side socket helpers. Every stream has read and write timeouts.
 
+use super::ReadRetrying;
 use super::LIVENESS;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match s.read(&mut buf) {
+        match s.read_retrying(&mut buf) {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -47,7 +48,7 @@ pub fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut out = vec![0u8; n];
     let mut got = 0;
     while got < n {
-        match s.read(&mut out[got..]) {
+        match s.read_retrying(&mut out[got..]) {
             Ok(0) => panic!("EOF after {got} of {n} bytes"),
             Ok(k) => got += k,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -78,7 +79,7 @@ pub fn expect_closed(s: &mut TcpStream, within: Duration) -> (Ended, usize) {
             panic!("connection still open {within:?} later ({discarded} bytes read meanwhile)");
         }
         s.set_read_timeout(Some(left)).unwrap();
-        match s.read(&mut buf) {
+        match s.read_retrying(&mut buf) {
             Ok(0) => return (Ended::Eof, discarded),
             Ok(n) => discarded += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -95,7 +96,7 @@ pub fn stays_silent(s: &mut TcpStream, quiet: Duration) -> bool {
     s.set_read_timeout(Some(quiet)).unwrap();
     let mut b = [0u8; 1];
     let silent = matches!(
-        s.read(&mut b),
+        s.read_retrying(&mut b),
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
     );
     s.set_read_timeout(Some(LIVENESS)).unwrap();

@@ -31,3 +31,21 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `read` that a stop/continue cannot cut short. On Linux a blocking socket read with a timeout
+/// (`SO_RCVTIMEO`, which every harness socket has) fails with `EINTR` when the process is stopped
+/// and continued, even with no signal handler installed (signal(7)): a debugger, a cgroup freezer
+/// or a loaded CI host does that. `read_exact` retries it; a bare `read` returns it, and a test
+/// would take it for the proxy closing, answering or staying silent.
+pub trait ReadRetrying: std::io::Read {
+    fn read_retrying(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<R: std::io::Read + ?Sized> ReadRetrying for R {}

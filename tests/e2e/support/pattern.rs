@@ -4,6 +4,7 @@
 //! 1 MiB page replaced by the page's index. A lost, duplicated, reordered or altered byte changes
 //! what the verifier sees at some offset, and the verifier names the first such offset.
 
+use super::ReadRetrying;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::OnceLock;
 use xxhash_rust::xxh3::Xxh3Default;
@@ -141,7 +142,7 @@ impl Verifier {
     pub fn read_to_eof(&mut self, r: &mut impl Read) -> u64 {
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            match r.read(&mut buf) {
+            match r.read_retrying(&mut buf) {
                 Ok(0) => return self.offset,
                 Ok(n) => self.check(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -160,7 +161,7 @@ impl Verifier {
         let mut buf = vec![0u8; 256 * 1024];
         while self.offset < end {
             let want = ((end - self.offset) as usize).min(buf.len());
-            match r.read(&mut buf[..want]) {
+            match r.read_retrying(&mut buf[..want]) {
                 Ok(0) => panic!("EOF after {} verified bytes, wanted {end}", self.offset),
                 Ok(k) => self.check(&buf[..k]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -181,7 +182,7 @@ pub fn count_and_digest(r: &mut impl Read) -> std::io::Result<(u64, u64)> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = 0u64;
     loop {
-        match r.read(&mut buf) {
+        match r.read_retrying(&mut buf) {
             Ok(0) => return Ok((n, h.digest())),
             Ok(k) => {
                 h.update(&buf[..k]);
