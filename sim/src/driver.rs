@@ -306,10 +306,7 @@ pub async fn run_proxy<I: Interceptor>(
                 }
                 Command::Shutdown { sock } => {
                     if let Some(s) = socks.get(&sock) {
-                        if let Some(w) = &s.writer {
-                            s.fin.set(true);
-                            let _ = w.send(WriteOp::Shutdown);
-                        }
+                        shutdown(s);
                     }
                 }
                 Command::Close { sock } => {
@@ -382,6 +379,15 @@ fn quiescent(checker: &Checker, socks: &BTreeMap<SockId, Sock>, obs: &mut Observ
     }
 }
 
+/// `Command::Shutdown`, as the mio driver carries it out (`shutdown(Write)` at once): the FIN
+/// goes out now, and whatever is still queued behind it fails with a broken pipe.
+fn shutdown(s: &Sock) {
+    if let Some(w) = &s.writer {
+        s.fin.set(true);
+        let _ = w.send(WriteOp::Shutdown);
+    }
+}
+
 fn sock_of(event: &Event) -> Option<SockId> {
     match event {
         Event::Connected { sock }
@@ -391,5 +397,72 @@ fn sock_of(event: &Event) -> Option<SockId> {
         | Event::Flushed { sock, .. }
         | Event::Failed { sock, .. } => Some(*sock),
         Event::Accepted { .. } | Event::Timeout | Event::Drain | Event::EffectDone { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// The mio driver's semantics: a FIN asked for while bytes are still queued goes out at once;
+    /// the queued bytes meet a broken pipe and the socket fails. The peer sees the FIN and never
+    /// those bytes, so an engine that sends a FIN too early loses data here as it would in
+    /// production, instead of having its FIN quietly reordered behind the data.
+    #[test]
+    fn a_shutdown_over_queued_bytes_sends_the_fin_at_once_and_fails_the_socket() {
+        let mut sim = turmoil::Builder::new().build();
+        let peer_got: Rc<Cell<Option<usize>>> = Rc::default();
+        let got = peer_got.clone();
+        sim.host("peer", move || {
+            let got = got.clone();
+            async move {
+                let listener = TcpListener::bind(("0.0.0.0", 9)).await?;
+                let (mut stream, _) = listener.accept().await?;
+                let mut buf = Vec::new();
+                stream.read_to_end(&mut buf).await?;
+                got.set(Some(buf.len()));
+                Ok(())
+            }
+        });
+        let seen = peer_got.clone();
+        sim.client("proxy", async move {
+            let stream = TcpStream::connect(("peer", 9)).await?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let sock = SockId::client(ConnId(1));
+            let s = attach(sock, stream, &tx);
+            let w = s.writer.as_ref().expect("attached");
+            let _ = w.send(WriteOp::Data(Bytes::from(vec![7u8; 1000])));
+            shutdown(&s);
+            loop {
+                match rx.recv().await {
+                    Some(Msg::Event(Event::ReadClosed { .. })) => continue,
+                    Some(Msg::Event(e)) => {
+                        assert_eq!(
+                            e,
+                            Event::Failed {
+                                sock,
+                                reason: Failure::Reset
+                            },
+                            "the bytes queued behind the FIN must fail"
+                        );
+                        break;
+                    }
+                    _ => panic!("the socket's tasks ended without a word"),
+                }
+            }
+            // The peer reads to its EOF (turmoil's default run length bounds the wait).
+            while seen.get().is_none() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            drop(s);
+            Ok(())
+        });
+        sim.run().expect("the simulation runs");
+        assert_eq!(
+            peer_got.get(),
+            Some(0),
+            "the peer saw the FIN, not the bytes"
+        );
     }
 }

@@ -244,8 +244,12 @@ pub struct Checker {
     low_water: u64,
     reports_on: bool,
     socks: Socks,
-    /// Sessions the engine took on (kept past their accept), which must each be reported.
-    served: BTreeSet<ConnId>,
+    /// The sockets not closed, and those closed by the event being handled: what the checks
+    /// after each input look at, so their cost does not grow with the run.
+    live: BTreeSet<SockId>,
+    closed_now: Vec<SockId>,
+    /// Sessions the engine took on (kept past their accept) and not yet reported.
+    unreported: BTreeSet<ConnId>,
     reported: BTreeSet<ConnId>,
     /// Effects requested and not answered.
     effects: BTreeSet<EffectId>,
@@ -271,7 +275,9 @@ impl Checker {
             low_water: cfg.low_water,
             reports_on: cfg.reports,
             socks: BTreeMap::new(),
-            served: BTreeSet::new(),
+            live: BTreeSet::new(),
+            closed_now: Vec::new(),
+            unreported: BTreeSet::new(),
             reported: BTreeSet::new(),
             effects: BTreeSet::new(),
             effects_seen: BTreeSet::new(),
@@ -319,6 +325,7 @@ impl Checker {
         let last = self.now.replace(now.max(self.now.unwrap_or(now)));
         self.accepting = None;
         self.toggled.clear();
+        self.closed_now.clear();
         if let Some(last) = last.filter(|&last| now < last) {
             return fail(
                 Rule::Timer,
@@ -330,6 +337,7 @@ impl Checker {
                 let sock = SockId::client(*conn);
                 if !self.socks.contains_key(&sock) {
                     self.socks.insert(sock, Sock::new(Phase::Open));
+                    self.live.insert(sock);
                     self.accepting = Some(*conn);
                 }
             }
@@ -341,10 +349,8 @@ impl Checker {
                 }
             }
             Event::ConnectFailed { sock, .. } => {
-                if let Some(m) = self.socks.get_mut(sock) {
-                    if m.phase == Phase::Connecting {
-                        m.phase = Phase::Closed;
-                    }
+                if self.phase(*sock) == Some(Phase::Connecting) {
+                    self.close(*sock);
                 }
             }
             Event::Read { sock, data } => {
@@ -365,11 +371,8 @@ impl Checker {
                 }
             }
             Event::Failed { sock, .. } => {
-                if let Some(m) = self.socks.get_mut(sock) {
-                    if m.phase != Phase::Closed {
-                        m.phase = Phase::Closed;
-                        m.queued = 0;
-                    }
+                if self.phase(*sock).is_some_and(|p| p != Phase::Closed) {
+                    self.close(*sock);
                 }
             }
             Event::Timeout => match self.deadline {
@@ -393,6 +396,20 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    fn phase(&self, sock: SockId) -> Option<Phase> {
+        self.socks.get(&sock).map(|m| m.phase)
+    }
+
+    /// The socket is gone: closed by the engine or dropped by the driver.
+    fn close(&mut self, sock: SockId) {
+        if let Some(m) = self.socks.get_mut(&sock) {
+            m.phase = Phase::Closed;
+            m.queued = 0;
+            self.live.remove(&sock);
+            self.closed_now.push(sock);
+        }
     }
 
     fn open_mut(&mut self, sock: SockId) -> Option<&mut Sock> {
@@ -579,9 +596,10 @@ impl Checker {
     pub fn apply_command(&mut self, cmd: &Command) {
         match cmd {
             Command::Connect { sock, .. } => {
-                self.socks
-                    .entry(*sock)
-                    .or_insert(Sock::new(Phase::Connecting));
+                if !self.socks.contains_key(sock) {
+                    self.socks.insert(*sock, Sock::new(Phase::Connecting));
+                    self.live.insert(*sock);
+                }
             }
             Command::Write { sock, data } => {
                 if let Some(m) = self.socks.get_mut(sock) {
@@ -594,12 +612,7 @@ impl Checker {
                     m.shut = true;
                 }
             }
-            Command::Close { sock } => {
-                if let Some(m) = self.socks.get_mut(sock) {
-                    m.phase = Phase::Closed;
-                    m.queued = 0;
-                }
-            }
+            Command::Close { sock } => self.close(*sock),
             Command::PauseRead { sock } => {
                 if let Some(m) = self.socks.get_mut(sock) {
                     m.paused = true;
@@ -616,7 +629,7 @@ impl Checker {
             Command::ResumeAccept => self.accept_paused = false,
             Command::Report(report) => {
                 self.reported.insert(report.conn);
-                self.served.insert(report.conn);
+                self.unreported.remove(&report.conn);
             }
             Command::Drained => self.drained = true,
             Command::Effect { id, .. } => {
@@ -638,8 +651,8 @@ impl Checker {
         self.deadline = engine.poll_timeout();
         if let Some(conn) = self.accepting.take() {
             // Taken on unless refused at once (closed in its accept, with no report).
-            if engine.knows(SockId::client(conn)) || self.reported.contains(&conn) {
-                self.served.insert(conn);
+            if engine.knows(SockId::client(conn)) && !self.reported.contains(&conn) {
+                self.unreported.insert(conn);
             }
         }
         let unflushed: BTreeMap<SockId, u64> = engine.unflushed().collect();
@@ -678,17 +691,22 @@ impl Checker {
             }
         }
         let backlog = |s: SockId| unflushed.get(&s).copied().unwrap_or(0) + pacing.gated(s);
+        if let Some(sock) = self.closed_now.iter().find(|&&s| engine.knows(s)) {
+            return fail(
+                Rule::Accounting,
+                format!("{sock} is closed, but the engine still counts it open"),
+            );
+        }
         let mut open_clients = 0;
-        for (&sock, m) in &self.socks {
-            if engine.knows(sock) != (m.phase != Phase::Closed) {
+        for &sock in &self.live {
+            let m = &self.socks[&sock];
+            if !engine.knows(sock) {
                 return fail(
                     Rule::Accounting,
-                    format!(
-                        "{sock}: the engine and the driver disagree whether it is open ({m:?})"
-                    ),
+                    format!("{sock} is open, but the engine no longer knows it ({m:?})"),
                 );
             }
-            if sock.peer == Peer::Client && m.phase != Phase::Closed {
+            if sock.peer == Peer::Client {
                 open_clients += 1;
             }
             if !m.is_open() || m.read_closed {
@@ -739,11 +757,12 @@ impl Checker {
     /// At the end of a run, the engine idle: every socket closed, every session the engine took
     /// on reported once (with reports on), a requested drain finished.
     pub fn finish(&self) -> Result<(), Violation> {
-        if let Some((sock, m)) = self.socks.iter().find(|(_, m)| m.phase != Phase::Closed) {
+        if let Some(sock) = self.live.first() {
+            let m = &self.socks[sock];
             return fail(Rule::Leak, format!("{sock} never closed: {m:?}"));
         }
         if self.reports_on {
-            if let Some(conn) = self.served.iter().find(|c| !self.reported.contains(c)) {
+            if let Some(conn) = self.unreported.first() {
                 return fail(Rule::Leak, format!("{conn:?} was never reported"));
             }
         }
