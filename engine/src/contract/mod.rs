@@ -335,8 +335,8 @@ impl Checker {
         match event {
             Event::Accepted { conn, .. } => {
                 let sock = SockId::client(*conn);
-                if !self.socks.contains_key(&sock) {
-                    self.socks.insert(sock, Sock::new(Phase::Open));
+                if let std::collections::btree_map::Entry::Vacant(e) = self.socks.entry(sock) {
+                    e.insert(Sock::new(Phase::Open));
                     self.live.insert(sock);
                     self.accepting = Some(*conn);
                 }
@@ -596,8 +596,8 @@ impl Checker {
     pub fn apply_command(&mut self, cmd: &Command) {
         match cmd {
             Command::Connect { sock, .. } => {
-                if !self.socks.contains_key(sock) {
-                    self.socks.insert(*sock, Sock::new(Phase::Connecting));
+                if let std::collections::btree_map::Entry::Vacant(e) = self.socks.entry(*sock) {
+                    e.insert(Sock::new(Phase::Connecting));
                     self.live.insert(*sock);
                 }
             }
