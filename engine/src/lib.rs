@@ -68,6 +68,7 @@ mod command;
 mod compare;
 mod config;
 mod conn;
+pub mod contract;
 mod core;
 pub mod effect;
 mod engine;

@@ -642,3 +642,21 @@ fn a_schema_2_capture_of_sessions_cut_short_replays_to_the_digest_its_engine_rec
     let diverged = records.into_iter().try_for_each(|r| today.apply(r, |_| {}));
     assert!(diverged.is_err());
 }
+
+/// Replay runs the contract checker over the recorded inputs and the replayed commands: a
+/// recording whose driver fed a `Timeout` before the engine's deadline is named, not passed.
+#[test]
+fn a_replay_names_the_first_promise_of_the_contract_broken() {
+    let mut rp = Replayer::new(Engine::new(relay()).unwrap());
+    let accepted = Event::Accepted {
+        conn: fanout_engine::ConnId(1),
+        client: "10.0.0.1:1".into(),
+    };
+    let input = |at, event| Record::Input { at, event };
+    rp.apply(input(Instant::ZERO, accepted), |_| {}).unwrap();
+    assert_eq!(rp.contract(), None);
+    let early = Instant::from_nanos(1);
+    rp.apply(input(early, Event::Timeout), |_| {}).unwrap();
+    let broken = rp.contract().expect("a Timeout before its deadline");
+    assert_eq!(broken.rule, fanout_engine::contract::Rule::Timer);
+}

@@ -4,8 +4,10 @@
 //!
 //! It drives any [`Engine<I>`](Engine): what the streams must contain depends on the interceptor,
 //! so that part of the oracle is a [`Model`] (relay and duplex: [`Relay`]; the `intercept_events`
-//! target's interceptor: its own model). What the driver checks for every engine, after every
-//! command or input:
+//! target's interceptor: its own model). The driver-side contract, the same for every engine and
+//! every harness, is checked by the engine's [`Checker`] (`fanout_engine::contract`), which
+//! also keeps the driver's view of every socket ([`Socks`]); what it checks, after every command
+//! or input:
 //!
 //! - **Commands name known sockets**: `Connect` only for an accepted session's backend, once;
 //!   `Write`, `Shutdown`, `PauseRead`, `ResumeRead` only on an open socket; nothing after `Close`
@@ -25,10 +27,11 @@
 //!   must then be idle without waiting for any deadline, and still after a day of virtual time;
 //!   every socket must be closed, every served session reported, and a requested drain finished.
 //!
-//! This is deliberately a separate, leaner model from `engine/tests/support` (a test module, not
-//! importable): that one records streams for assertions in hand-written tests; this one checks
-//! streams as they are written, so it stays fast on long fuzz inputs.
+//! The [`Model`] adds what depends on the interceptor: the bytes each stream carries, when a FIN
+//! or an abrupt close is due, the report's outcomes, which reader each backlog paces, and each
+//! socket's limit.
 
+use fanout_engine::contract::{Checker, Pacing, Violation};
 use fanout_engine::{
     Bytes, Command, Config, ConnId, EffectId, EffectRequest, EffectResult, Engine, Event, Failure,
     Instant, Interceptor, Passthrough, Peer, SessionReport, SockId, UpstreamId,
@@ -45,67 +48,7 @@ pub const MAX_READ: u64 = 4096;
 /// Timer firings in one `advance` above which the engine is taken to be spinning.
 const MAX_FIRINGS: usize = 100_000;
 
-/// Where a socket is in its life, as the driver sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The engine asked for the connection; the driver has not answered.
-    Connecting,
-    Open,
-    /// Closed by the engine (`Close`) or dropped by the driver (failure).
-    Closed,
-}
-
-/// The driver's model of one socket.
-#[derive(Debug, Clone)]
-pub struct Sock {
-    pub phase: Phase,
-    /// Bytes the driver read from the peer and fed to the engine.
-    pub read: u64,
-    /// Bytes the engine wrote to it.
-    pub written: u64,
-    /// Written but not yet flushed.
-    pub queued: u64,
-    /// Flushed (reported with `Event::Flushed`).
-    pub flushed: u64,
-    /// The engine sent our FIN.
-    pub shut: bool,
-    /// The peer sent EOF (fed as `Event::ReadClosed`).
-    pub read_closed: bool,
-    /// The engine paused reading it.
-    pub paused: bool,
-}
-
-impl Sock {
-    fn new(phase: Phase) -> Self {
-        Sock {
-            phase,
-            read: 0,
-            written: 0,
-            queued: 0,
-            flushed: 0,
-            shut: false,
-            read_closed: false,
-            paused: false,
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.phase == Phase::Open
-    }
-
-    /// A driver would read from it: open, not paused, no EOF yet.
-    pub fn readable(&self) -> bool {
-        self.is_open() && !self.paused && !self.read_closed
-    }
-
-    /// Finished both ways: our FIN went out with nothing queued, and the peer's EOF was read.
-    pub fn finished(&self) -> bool {
-        self.shut && self.read_closed && self.queued == 0
-    }
-}
-
-/// Every socket the driver ever had, by id.
-pub type Socks = BTreeMap<SockId, Sock>;
+pub use fanout_engine::contract::{Phase, Sock, Socks};
 
 /// An event for a socket the engine already closed: a real driver may deliver one that was in
 /// flight when the engine closed it. The engine must ignore it.
@@ -208,7 +151,8 @@ pub struct Driver<M: Model = Relay> {
     engine: Engine<M::Hooks>,
     model: M,
     now: Instant,
-    socks: Socks,
+    /// The contract checker, and with it the driver's view of every socket.
+    checker: Checker,
     /// The last `ConnId` handed out (they count up from 1, never reused).
     last_conn: u64,
     reports: BTreeMap<ConnId, SessionReport>,
@@ -216,11 +160,6 @@ pub struct Driver<M: Model = Relay> {
     effects: Vec<(ConnId, EffectId)>,
     /// Effects answered (an executor may, wrongly, answer one again).
     answered: Vec<EffectId>,
-    accept_paused: bool,
-    drain_requested: bool,
-    /// `Drain`s sent: a second one ends the drain at once.
-    drains: u32,
-    drained: bool,
     /// What the event being handled allows the engine to close abruptly.
     forcing: Forcing,
     /// Print every input and command (`FANOUT_FUZZ_TRACE=1`).
@@ -272,18 +211,14 @@ impl<M: Model> Driver<M> {
     /// Drives `engine`, whose interceptor `model` describes.
     pub fn with_model(engine: Engine<M::Hooks>, model: M) -> Self {
         Driver {
+            checker: Checker::new(engine.config()),
             engine,
             model,
             now: Instant::ZERO,
-            socks: BTreeMap::new(),
             last_conn: 0,
             reports: BTreeMap::new(),
             effects: Vec::new(),
             answered: Vec::new(),
-            accept_paused: false,
-            drain_requested: false,
-            drains: 0,
-            drained: false,
             forcing: Forcing::None,
             trace: std::env::var_os("FANOUT_FUZZ_TRACE").is_some(),
         }
@@ -294,13 +229,17 @@ impl<M: Model> Driver<M> {
     }
 
     pub fn sock(&self, sock: SockId) -> Option<&Sock> {
-        self.socks.get(&sock)
+        self.checker.sock(sock)
+    }
+
+    fn socks(&self) -> &Socks {
+        self.checker.socks()
     }
 
     /// Sessions with at least one socket not closed, oldest first.
     pub fn live_conns(&self) -> Vec<ConnId> {
         let mut conns: Vec<ConnId> = self
-            .socks
+            .socks()
             .iter()
             .filter(|(_, m)| m.phase != Phase::Closed)
             .map(|(s, _)| s.conn)
@@ -311,7 +250,7 @@ impl<M: Model> Driver<M> {
 
     /// Every socket of session `conn` the driver knows: the client, then its backends in order.
     pub fn socks_of(&self, conn: ConnId) -> Vec<SockId> {
-        self.socks
+        self.socks()
             .range(SockId::client(conn)..=SockId::backend(conn, fanout_engine::BackendId(u16::MAX)))
             .map(|(s, _)| *s)
             .collect()
@@ -319,7 +258,7 @@ impl<M: Model> Driver<M> {
 
     /// Every socket the driver ever had that is now closed.
     pub fn closed_socks(&self) -> Vec<SockId> {
-        self.socks
+        self.socks()
             .iter()
             .filter(|(_, m)| m.phase == Phase::Closed)
             .map(|(s, _)| *s)
@@ -332,8 +271,6 @@ impl<M: Model> Driver<M> {
     pub fn accept(&mut self) {
         self.last_conn += 1;
         let conn = ConnId(self.last_conn);
-        self.socks
-            .insert(SockId::client(conn), Sock::new(Phase::Open));
         self.handle(Event::Accepted {
             conn,
             client: format!("10.0.0.1:{}", self.last_conn),
@@ -345,7 +282,6 @@ impl<M: Model> Driver<M> {
         if self.phase(sock) != Some(Phase::Connecting) {
             return;
         }
-        self.sock_mut(sock).phase = Phase::Open;
         self.handle(Event::Connected { sock });
     }
 
@@ -354,14 +290,13 @@ impl<M: Model> Driver<M> {
         if self.phase(sock) != Some(Phase::Connecting) {
             return;
         }
-        self.sock_mut(sock).phase = Phase::Closed;
         self.handle(Event::ConnectFailed { sock, reason });
     }
 
     /// Reads `len` bytes (1..=MAX_READ) of `sock`'s peer's [`pattern`]. Ignored unless a driver
     /// would read it.
     pub fn read(&mut self, sock: SockId, len: u64) {
-        let Some(m) = self.socks.get(&sock).filter(|m| m.readable()) else {
+        let Some(m) = self.sock(sock).filter(|m| m.readable()) else {
             return;
         };
         let start = m.read;
@@ -372,28 +307,25 @@ impl<M: Model> Driver<M> {
 
     /// Reads `data` (1..=MAX_READ bytes) from `sock`'s peer. Ignored unless a driver would read it.
     pub fn read_data(&mut self, sock: SockId, data: Bytes) {
-        if !self.socks.get(&sock).is_some_and(Sock::readable) {
+        if !self.sock(sock).is_some_and(Sock::readable) {
             return;
         }
         assert!(
             !data.is_empty() && data.len() as u64 <= MAX_READ,
             "the driver reads 1..=MAX_READ bytes"
         );
-        self.sock_mut(sock).read += data.len() as u64;
         self.handle(Event::Read { sock, data });
     }
 
     /// Flushes up to `at_most` queued bytes of `sock`. Ignored if nothing is queued.
     pub fn flush(&mut self, sock: SockId, at_most: u64) {
-        let Some(m) = self.socks.get_mut(&sock).filter(|m| m.is_open()) else {
+        let Some(m) = self.sock(sock).filter(|m| m.is_open()) else {
             return;
         };
         let n = m.queued.min(at_most);
         if n == 0 {
             return;
         }
-        m.queued -= n;
-        m.flushed += n;
         self.handle(Event::Flushed { sock, bytes: n });
     }
 
@@ -401,7 +333,7 @@ impl<M: Model> Driver<M> {
     pub fn flush_all(&mut self) {
         loop {
             let queued: Vec<SockId> = self
-                .socks
+                .socks()
                 .iter()
                 .filter(|(_, m)| m.is_open() && m.queued > 0)
                 .map(|(s, _)| *s)
@@ -417,10 +349,9 @@ impl<M: Model> Driver<M> {
 
     /// The peer of `sock` sends EOF. Ignored unless a driver would read it.
     pub fn eof(&mut self, sock: SockId) {
-        if !self.socks.get(&sock).is_some_and(Sock::readable) {
+        if !self.sock(sock).is_some_and(Sock::readable) {
             return;
         }
-        self.sock_mut(sock).read_closed = true;
         self.handle(Event::ReadClosed { sock });
     }
 
@@ -429,9 +360,6 @@ impl<M: Model> Driver<M> {
         if self.phase(sock) != Some(Phase::Open) {
             return;
         }
-        let m = self.sock_mut(sock);
-        m.phase = Phase::Closed;
-        m.queued = 0;
         self.handle(Event::Failed { sock, reason });
     }
 
@@ -479,8 +407,6 @@ impl<M: Model> Driver<M> {
 
     /// Stop accepting and finish the open sessions; called again, close them at once.
     pub fn drain(&mut self) {
-        self.drain_requested = true;
-        self.drains += 1;
         self.handle(Event::Drain);
     }
 
@@ -524,7 +450,7 @@ impl<M: Model> Driver<M> {
             }
             self.flush_all();
             for sock in self.socks_in(Phase::Open) {
-                let m = &self.socks[&sock];
+                let m = &self.socks()[&sock];
                 assert!(
                     !m.paused || m.read_closed,
                     "{sock} is still paused with every queue flushed"
@@ -552,24 +478,18 @@ impl<M: Model> Driver<M> {
             self.engine
         );
         assert_eq!(self.engine.open_clients(), 0);
-        if let Some((sock, m)) = self.socks.iter().find(|(_, m)| m.phase != Phase::Closed) {
-            panic!("{sock} never closed: {m:?}");
-        }
+        self.checker.finish().unwrap_or_else(broken);
         if self.config().reports {
             for conn in self.model.served() {
                 assert!(self.reports.contains_key(&conn), "no report for {conn:?}");
             }
         }
-        assert_eq!(
-            self.drained, self.drain_requested,
-            "a requested drain must finish"
-        );
-        self.model.finish(&self.socks);
+        self.model.finish(self.checker.socks());
         self.reports.into_values().collect()
     }
 
     fn socks_in(&self, phase: Phase) -> Vec<SockId> {
-        self.socks
+        self.socks()
             .iter()
             .filter(|(_, m)| m.phase == phase)
             .map(|(s, _)| *s)
@@ -577,13 +497,7 @@ impl<M: Model> Driver<M> {
     }
 
     fn phase(&self, sock: SockId) -> Option<Phase> {
-        self.socks.get(&sock).map(|m| m.phase)
-    }
-
-    fn sock_mut(&mut self, sock: SockId) -> &mut Sock {
-        self.socks
-            .get_mut(&sock)
-            .unwrap_or_else(|| panic!("the driver has no socket {sock}"))
+        self.sock(sock).map(|m| m.phase)
     }
 
     // ---- the engine boundary ----------------------------------------------------------------
@@ -598,16 +512,17 @@ impl<M: Model> Driver<M> {
             | Event::Failed { .. }
             | Event::ConnectFailed { .. }
             | Event::Accepted { .. } => Forcing::Any,
-            Event::Drain if self.drains > 1 => Forcing::Any,
+            Event::Drain if self.checker.drains() >= 1 => Forcing::Any,
             Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
             _ => Forcing::None,
         };
         if self.trace {
             eprintln!("{:>14} ns  <- {}", self.now.as_nanos(), brief_event(&event));
         }
+        self.checker.event(self.now, &event).unwrap_or_else(broken);
         self.engine.handle(self.now, event.clone());
         self.model
-            .handled(self.now, &event, &self.engine, &self.socks);
+            .handled(self.now, &event, &self.engine, self.checker.socks());
         while let Some(cmd) = self.engine.poll_command() {
             if self.trace {
                 eprintln!("                    -> {}", brief_command(&cmd));
@@ -615,186 +530,70 @@ impl<M: Model> Driver<M> {
             self.apply(cmd);
         }
         self.check();
-        self.model.check(&self.engine, &self.socks, self.now);
+        self.model
+            .check(&self.engine, self.checker.socks(), self.now);
     }
 
-    /// A socket the engine may name in a command other than `Connect` and `Close`: known and open.
-    fn open_for_command(&mut self, sock: SockId, what: &str) -> &mut Sock {
-        let m = self
-            .socks
-            .get_mut(&sock)
-            .unwrap_or_else(|| panic!("{what} names unknown socket {sock}"));
-        assert!(
-            m.phase == Phase::Open,
-            "{what} names {sock}, which is {m:?}"
-        );
-        m
-    }
-
+    /// Checks `cmd` against the contract, lets the model check it against the streams, and
+    /// carries it out.
     fn apply(&mut self, cmd: Command) {
-        match cmd {
-            Command::Connect { sock, upstream } => {
-                assert!(
-                    matches!(sock.peer, Peer::Backend(_)),
-                    "connect to a client socket {sock}"
-                );
-                assert!(
-                    self.socks.contains_key(&SockId::client(sock.conn)),
-                    "connect for unknown session {sock}"
-                );
-                assert!(!self.socks.contains_key(&sock), "connect twice: {sock}");
-                self.model.connect(&self.socks, sock, upstream);
-                self.socks.insert(sock, Sock::new(Phase::Connecting));
-            }
+        self.checker.check_command(&cmd).unwrap_or_else(broken);
+        let socks = self.checker.socks();
+        match &cmd {
+            Command::Connect { sock, upstream } => self.model.connect(socks, *sock, *upstream),
             Command::Write { sock, data } => {
-                let m = self.open_for_command(sock, "write");
-                assert!(!m.shut, "write after shutdown: {sock}");
-                assert!(!data.is_empty(), "empty write: {sock}");
-                let at = m.written;
-                self.model.write(&self.socks, sock, at, &data);
-                let m = self.sock_mut(sock);
-                m.written += data.len() as u64;
-                m.queued += data.len() as u64;
+                let at = socks[sock].written;
+                self.model.write(socks, *sock, at, data);
             }
-            Command::Shutdown { sock } => {
-                let m = self.open_for_command(sock, "shutdown");
-                assert!(!m.shut, "shutdown twice: {sock}");
-                assert_eq!(m.queued, 0, "shutdown with bytes still queued: {sock}");
-                self.model.shutdown(&self.socks, sock);
-                self.sock_mut(sock).shut = true;
-            }
+            Command::Shutdown { sock } => self.model.shutdown(socks, *sock),
             Command::Close { sock } => {
-                let m = self
-                    .socks
-                    .get(&sock)
-                    .unwrap_or_else(|| panic!("close of unknown socket {sock}"));
-                assert!(m.phase != Phase::Closed, "close of closed socket {sock}");
-                let m = m.clone();
-                self.model.close(&self.socks, sock, &m, self.forcing);
-                let m = self.sock_mut(sock);
-                m.phase = Phase::Closed;
-                m.queued = 0;
+                let m = socks[sock].clone();
+                self.model.close(socks, *sock, &m, self.forcing);
             }
-            Command::PauseRead { sock } => {
-                let m = self.open_for_command(sock, "pause");
-                assert!(!m.paused, "pause twice: {sock}");
-                assert!(!m.read_closed, "pause after EOF: {sock}");
-                m.paused = true;
-            }
-            Command::ResumeRead { sock } => {
-                let m = self.open_for_command(sock, "resume");
-                assert!(m.paused, "resume without pause: {sock}");
-                m.paused = false;
-            }
-            Command::PauseAccept => {
-                assert!(!self.accept_paused, "pause accept twice");
-                self.accept_paused = true;
-            }
-            Command::ResumeAccept => {
-                assert!(self.accept_paused, "resume accept without pause");
-                assert!(!self.drain_requested, "resume accept while draining");
-                self.accept_paused = false;
-            }
-            Command::Report(report) => self.check_report(*report),
-            Command::Drained => {
-                assert!(self.drain_requested, "drained without a drain");
-                assert!(!self.drained, "drained twice");
-                self.drained = true;
+            Command::Report(report) => {
+                self.model.report(socks, report);
+                self.reports.insert(report.conn, (**report).clone());
             }
             Command::Effect { conn, id, request } => {
-                assert!(
-                    self.socks.contains_key(&SockId::client(conn)),
-                    "effect for unknown session {conn:?}"
-                );
-                assert!(
-                    !self.effects.iter().any(|&(_, e)| e == id) && !self.answered.contains(&id),
-                    "effect {id:?} requested twice"
-                );
-                self.model.effect(conn, id, &request);
-                self.effects.push((conn, id));
+                self.model.effect(*conn, *id, request);
+                self.effects.push((*conn, *id));
             }
+            Command::PauseRead { .. }
+            | Command::ResumeRead { .. }
+            | Command::PauseAccept
+            | Command::ResumeAccept
+            | Command::Drained => {}
         }
+        self.checker.apply_command(&cmd);
     }
 
-    fn check_report(&mut self, report: SessionReport) {
-        let conn = report.conn;
-        assert!(self.config().reports, "report with reports off");
-        for b in &report.backends {
-            let sock = SockId::backend(conn, b.backend);
-            let m = self
-                .socks
-                .get(&sock)
-                .unwrap_or_else(|| panic!("report lists {sock}, never connected"));
-            assert_eq!(m.phase, Phase::Closed, "report while {sock} is open");
-            assert_eq!(b.bytes_received, m.read, "{sock}: bytes received");
-            assert_eq!(b.bytes_sent, m.flushed, "{sock}: bytes sent");
-        }
-        let client = self
-            .socks
-            .get(&SockId::client(conn))
-            .unwrap_or_else(|| panic!("report for unknown {conn:?}"));
-        assert_eq!(
-            client.phase,
-            Phase::Closed,
-            "report while the client is open"
-        );
-        self.model.report(&self.socks, &report);
-        assert!(
-            self.reports.insert(conn, report).is_none(),
-            "{conn:?} reported twice"
-        );
-    }
-
-    /// Invariants between the engine's state and the driver's, after every input.
-    fn check(&self) {
-        let cfg = self.engine.config();
-        let unflushed: BTreeMap<SockId, u64> = self.engine.unflushed().collect();
-        for (&sock, &n) in &unflushed {
+    /// After every input: the contract's invariants between the engine's state and the
+    /// driver's, then each socket's limit by the model.
+    fn check(&mut self) {
+        let pacing = ModelPacing(&self.model);
+        self.checker
+            .settled(&self.engine, &pacing)
+            .unwrap_or_else(broken);
+        for (sock, n) in self.engine.unflushed() {
             self.model.check_limit(sock, n);
-            let m = self
-                .socks
-                .get(&sock)
-                .unwrap_or_else(|| panic!("the engine holds {sock}, unknown to the driver"));
-            match m.phase {
-                Phase::Open => assert_eq!(n, m.queued, "{sock}: engine and driver disagree"),
-                Phase::Closed => assert_eq!(n, 0, "{sock} is closed but holds bytes"),
-                Phase::Connecting => {}
-            }
         }
-        let backlog = |s: SockId| unflushed.get(&s).copied().unwrap_or(0) + self.model.gated(s);
-        for (&sock, m) in &self.socks {
-            assert_eq!(
-                self.engine.knows(sock),
-                m.phase != Phase::Closed,
-                "{sock}: the engine and the driver disagree whether it is open ({m:?})"
-            );
-            // Backpressure: a reader is paused by the backlog of what it feeds.
-            if !m.is_open() || m.read_closed {
-                continue;
-            }
-            let Some(target) = self.model.pause_target(sock, &backlog) else {
-                continue;
-            };
-            if m.paused {
-                assert!(
-                    target > cfg.low_water,
-                    "{sock} stays paused with {target} bytes queued to its target"
-                );
-            } else {
-                assert!(
-                    target <= cfg.high_water,
-                    "{sock} is not paused with {target} bytes queued to its target"
-                );
-            }
-        }
-        let open_clients = self
-            .socks
-            .iter()
-            .filter(|(s, m)| s.peer == Peer::Client && m.phase != Phase::Closed)
-            .count();
-        assert_eq!(self.engine.open_clients(), open_clients, "open clients");
-        if self.drained {
-            assert_eq!(self.engine.session_count(), 0, "drained with sessions left");
-        }
+    }
+}
+
+/// A broken promise of the contract ends the run.
+fn broken(v: Violation) {
+    panic!("{v}")
+}
+
+/// The model's knowledge of which reader each backlog paces, for the contract's water marks.
+struct ModelPacing<'a, M>(&'a M);
+
+impl<M: Model> Pacing for ModelPacing<'_, M> {
+    fn target(&self, sock: SockId, backlog: &dyn Fn(SockId) -> u64) -> Option<u64> {
+        self.0.pause_target(sock, backlog)
+    }
+
+    fn gated(&self, sock: SockId) -> u64 {
+        self.0.gated(sock)
     }
 }

@@ -171,6 +171,11 @@ fn replay<I: Interceptor>(
                 "{name}: at byte {offset}: the replay diverged: {d}"
             ))
         })?;
+        if let Some(v) = r.contract() {
+            return Err(Error::Runtime(format!(
+                "{name}: at byte {offset}: the replayed engine broke its contract: {v}"
+            )));
+        }
         if outputs {
             checked_at = r.inputs();
         }

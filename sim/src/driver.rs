@@ -9,13 +9,21 @@
 //! Any interceptor runs on it (relay and duplex are `Passthrough`). `Command::Effect` goes to the
 //! [`EffectModel`], whose answer comes back as `Event::EffectDone` on the same channel after the
 //! effect's virtual latency; with no model, every effect is answered `Unavailable` at once.
+//!
+//! Commands are carried out as the mio driver (`io/src/driver.rs`) carries them out; in
+//! particular a `Shutdown` sends the FIN at once, whatever is still queued: bytes queued behind
+//! it meet a broken pipe and the socket fails, never silently reordered ahead of the FIN. Every
+//! event fed and command carried out also goes through the engine's contract checker
+//! ([`fanout_engine::contract`]); what it finds, and any socket the driver still holds once the
+//! engine is idle, are the observer's violations.
 
 use crate::effects::EffectModel;
 use crate::observe::Observer;
 use bytes::Bytes;
+use fanout_engine::contract::{Checker, Pacing, Relay, Unpaced};
 use fanout_engine::{
-    Command, Config, ConnId, EffectError, Engine, Event, Failure, Instant, Interceptor, Peer,
-    SockId,
+    Command, Config, ConnId, EffectError, Engine, Event, Failure, Instant, Interceptor,
+    Passthrough, Peer, SockId,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -60,6 +68,9 @@ struct Sock {
     /// Set when the socket is closed: the writer drops queued data but still sends a FIN it was
     /// asked for, then sends one of its own, as a kernel does after `close()`.
     closing: Rc<Cell<bool>>,
+    /// Set when the engine asks for our FIN: it goes out at once, and data still queued behind
+    /// it fails with a broken pipe (as `shutdown(Write)` in the mio driver).
+    fin: Rc<Cell<bool>>,
     /// The reader (or the connect attempt): stopped at once on close.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -72,6 +83,7 @@ impl Sock {
             paused: false,
             owed: false,
             closing: Rc::default(),
+            fin: Rc::default(),
             tasks: vec![task],
         }
     }
@@ -131,15 +143,24 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
     };
     let (wtx, mut wrx) = mpsc::unbounded_channel::<WriteOp>();
     let closing: Rc<Cell<bool>> = Rc::default();
+    let fin: Rc<Cell<bool>> = Rc::default();
     // The writer outlives a close until its FIN is out; the socket drops with it.
     {
-        let (tx, closing) = (tx.clone(), closing.clone());
+        let (tx, closing, fin) = (tx.clone(), closing.clone(), fin.clone());
         tokio::task::spawn_local(async move {
             let mut shut = false;
             while let Some(op) = wrx.recv().await {
                 let result = match op {
                     WriteOp::Data(_) if closing.get() => continue,
+                    WriteOp::Data(_) if fin.get() => {
+                        // Queued before a FIN that already went out: a broken pipe.
+                        if !std::mem::replace(&mut shut, true) {
+                            let _ = wr.shutdown().await;
+                        }
+                        Err(std::io::ErrorKind::BrokenPipe.into())
+                    }
                     WriteOp::Data(data) => wr.write_all(&data).await.map(|_| data.len()),
+                    WriteOp::Shutdown if shut => continue,
                     WriteOp::Shutdown => {
                         shut = true;
                         wr.shutdown().await.map(|_| 0)
@@ -173,6 +194,7 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
         paused: false,
         owed: false,
         closing,
+        fin,
         tasks: vec![reader],
     }
 }
@@ -194,6 +216,16 @@ pub async fn run_proxy<I: Interceptor>(
     let mut socks: BTreeMap<SockId, Sock> = BTreeMap::new();
     let mut next_conn = 1u64;
     let mut accepting = true;
+    let mut checker = Checker::new(&spec.cfg);
+    // The water marks need to know which reader each backlog paces: relay and duplex are known;
+    // another interceptor's routes are its own, so only pause pairing is checked for it.
+    let relay = Relay::new(&spec.cfg, READ_SIZE as u64);
+    let pacing: &dyn Pacing = if std::any::type_name::<I>() == std::any::type_name::<Passthrough>()
+    {
+        &relay
+    } else {
+        &Unpaced
+    };
     loop {
         let deadline = engine.poll_timeout();
         let wake = deadline.map(|t| epoch + Duration::from_nanos(t.as_nanos()));
@@ -239,9 +271,15 @@ pub async fn run_proxy<I: Interceptor>(
             _ => None,
         };
         obs.borrow_mut().input(now, &event);
+        if let Err(v) = checker.event(now, &event) {
+            obs.borrow_mut().violation(v.to_string());
+        }
         engine.handle(now, event);
         while let Some(cmd) = engine.poll_command() {
             obs.borrow_mut().output(&cmd, |s| socks.contains_key(&s));
+            if let Err(v) = checker.command(&cmd) {
+                obs.borrow_mut().violation(v.to_string());
+            }
             match cmd {
                 Command::Connect { sock, upstream } => {
                     if sock.peer == Peer::Client {
@@ -267,8 +305,8 @@ pub async fn run_proxy<I: Interceptor>(
                     }
                 }
                 Command::Shutdown { sock } => {
-                    if let Some(w) = socks.get(&sock).and_then(|s| s.writer.as_ref()) {
-                        let _ = w.send(WriteOp::Shutdown);
+                    if let Some(s) = socks.get(&sock) {
+                        shutdown(s);
                     }
                 }
                 Command::Close { sock } => {
@@ -317,6 +355,36 @@ pub async fn run_proxy<I: Interceptor>(
             }
         }
         obs.borrow_mut().after_step(&engine);
+        if let Err(v) = checker.settled(&engine, pacing) {
+            obs.borrow_mut().violation(v.to_string());
+        }
+        if engine.is_idle() {
+            quiescent(&checker, &socks, &mut obs.borrow_mut());
+        }
+    }
+}
+
+/// The engine is idle: the contract's promises about a whole run hold so far, and the driver
+/// holds no socket of its own (every one was closed or failed).
+fn quiescent(checker: &Checker, socks: &BTreeMap<SockId, Sock>, obs: &mut Observer) {
+    if let Err(v) = checker.finish() {
+        obs.violation(format!("quiescence: {v}"));
+    }
+    if !socks.is_empty() {
+        let held: Vec<String> = socks.keys().map(|s| s.to_string()).collect();
+        obs.violation(format!(
+            "quiescence: the engine is idle but the driver still holds {}",
+            held.join(", ")
+        ));
+    }
+}
+
+/// `Command::Shutdown`, as the mio driver carries it out (`shutdown(Write)` at once): the FIN
+/// goes out now, and whatever is still queued behind it fails with a broken pipe.
+fn shutdown(s: &Sock) {
+    if let Some(w) = &s.writer {
+        s.fin.set(true);
+        let _ = w.send(WriteOp::Shutdown);
     }
 }
 
@@ -329,5 +397,72 @@ fn sock_of(event: &Event) -> Option<SockId> {
         | Event::Flushed { sock, .. }
         | Event::Failed { sock, .. } => Some(*sock),
         Event::Accepted { .. } | Event::Timeout | Event::Drain | Event::EffectDone { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// The mio driver's semantics: a FIN asked for while bytes are still queued goes out at once;
+    /// the queued bytes meet a broken pipe and the socket fails. The peer sees the FIN and never
+    /// those bytes, so an engine that sends a FIN too early loses data here as it would in
+    /// production, instead of having its FIN quietly reordered behind the data.
+    #[test]
+    fn a_shutdown_over_queued_bytes_sends_the_fin_at_once_and_fails_the_socket() {
+        let mut sim = turmoil::Builder::new().build();
+        let peer_got: Rc<Cell<Option<usize>>> = Rc::default();
+        let got = peer_got.clone();
+        sim.host("peer", move || {
+            let got = got.clone();
+            async move {
+                let listener = TcpListener::bind(("0.0.0.0", 9)).await?;
+                let (mut stream, _) = listener.accept().await?;
+                let mut buf = Vec::new();
+                stream.read_to_end(&mut buf).await?;
+                got.set(Some(buf.len()));
+                Ok(())
+            }
+        });
+        let seen = peer_got.clone();
+        sim.client("proxy", async move {
+            let stream = TcpStream::connect(("peer", 9)).await?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let sock = SockId::client(ConnId(1));
+            let s = attach(sock, stream, &tx);
+            let w = s.writer.as_ref().expect("attached");
+            let _ = w.send(WriteOp::Data(Bytes::from(vec![7u8; 1000])));
+            shutdown(&s);
+            loop {
+                match rx.recv().await {
+                    Some(Msg::Event(Event::ReadClosed { .. })) => continue,
+                    Some(Msg::Event(e)) => {
+                        assert_eq!(
+                            e,
+                            Event::Failed {
+                                sock,
+                                reason: Failure::Reset
+                            },
+                            "the bytes queued behind the FIN must fail"
+                        );
+                        break;
+                    }
+                    _ => panic!("the socket's tasks ended without a word"),
+                }
+            }
+            // The peer reads to its EOF (turmoil's default run length bounds the wait).
+            while seen.get().is_none() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            drop(s);
+            Ok(())
+        });
+        sim.run().expect("the simulation runs");
+        assert_eq!(
+            peer_got.get(),
+            Some(0),
+            "the peer saw the FIN, not the bytes"
+        );
     }
 }

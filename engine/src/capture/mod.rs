@@ -12,6 +12,7 @@
 
 use crate::command::Command;
 use crate::config::Config;
+use crate::contract::{Checker, Unpaced, Violation};
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::ids::{Peer, SockId};
@@ -439,6 +440,10 @@ pub struct Replayer<I: Interceptor> {
     digest: OutputDigest,
     inputs: u64,
     checked: u64,
+    /// The driver side of the contract, checked over the recorded inputs and the replayed
+    /// commands, and the first promise broken.
+    checker: Checker,
+    broken: Option<Violation>,
 }
 
 /// A replay that did not reproduce the recording.
@@ -470,15 +475,18 @@ impl<I: Interceptor> Replayer<I> {
     /// as that schema computed them ([`OutputDigest::for_schema`]).
     pub fn for_schema(engine: Engine<I>, schema: u16) -> Self {
         Replayer {
+            checker: Checker::new(engine.config()),
             engine,
             digest: OutputDigest::for_schema(schema),
             inputs: 0,
             checked: 0,
+            broken: None,
         }
     }
 
     /// Applies one record: an input is handled and its commands drained into `out`; an outputs
-    /// record is checked against what the engine emitted so far.
+    /// record is checked against what the engine emitted so far. Every input and command also
+    /// goes through the contract checker; the first promise broken is [`Replayer::contract`].
     pub fn apply(
         &mut self,
         record: Record,
@@ -487,10 +495,16 @@ impl<I: Interceptor> Replayer<I> {
         match record {
             Record::Input { at, event } => {
                 self.inputs += 1;
+                let mut checked = self.checker.event(at, &event);
                 self.engine.handle(at, event);
                 while let Some(cmd) = self.engine.poll_command() {
                     self.digest.update(&cmd);
+                    checked = checked.and_then(|()| self.checker.command(&cmd));
                     out(&cmd);
+                }
+                let checked = checked.and_then(|()| self.checker.settled(&self.engine, &Unpaced));
+                if let (Err(v), None) = (checked, &self.broken) {
+                    self.broken = Some(v);
                 }
                 Ok(())
             }
@@ -507,6 +521,12 @@ impl<I: Interceptor> Replayer<I> {
                 }
             }
         }
+    }
+
+    /// The first promise of the driver-side contract ([`crate::contract`]) the replayed engine
+    /// broke, or the recorded driver broke in what it fed (a `Timeout` before its deadline).
+    pub fn contract(&self) -> Option<&Violation> {
+        self.broken.as_ref()
     }
 
     /// Inputs replayed so far.

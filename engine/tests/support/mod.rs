@@ -1,9 +1,11 @@
 //! A model driver for engine tests: feeds events at a virtual `now`, drains every command, and
 //! keeps what a real driver would (per-socket queues, what each socket was sent, pauses), while
-//! checking the engine's promises to drivers on every command.
+//! the engine's contract checker (`fanout_engine::contract`, the one every harness runs) checks
+//! every event and command, and the limits are checked after every input.
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+use fanout_engine::contract::{Checker, Pacing, Relay, Unpaced};
 use fanout_engine::{
     BackendId, Bytes, Command, Config, ConnId, EffectId, EffectRequest, Engine, Event, Failure,
     Instant, Interceptor, Passthrough, Role, SessionReport, SockId,
@@ -49,17 +51,28 @@ pub struct Harness<I: Interceptor = Passthrough> {
     pub log: Vec<Command>,
     /// Effects requested and not yet answered, in request order.
     pub effects: Vec<(ConnId, EffectId, EffectRequest)>,
+    /// The driver-side contract, checked on every event and command.
+    pub checker: Checker,
+    /// Which reader each backlog paces (relay and duplex: [`Relay`]; an interceptor's routes
+    /// are unknown here, so only pairing is checked for it).
+    pacing: Box<dyn Pacing>,
 }
 
 impl Harness {
     pub fn new(cfg: Config) -> Self {
-        Harness::with(cfg, Passthrough)
+        let pacing = Box::new(Relay::new(&cfg, MAX_READ));
+        Harness {
+            pacing,
+            ..Harness::with(cfg, Passthrough)
+        }
     }
 }
 
 impl<I: Interceptor> Harness<I> {
     pub fn with(cfg: Config, hooks: I) -> Self {
         Harness {
+            checker: Checker::new(&cfg),
+            pacing: Box::new(Unpaced),
             engine: Engine::with_interceptor(cfg, hooks).expect("valid config"),
             now: Instant::ZERO,
             socks: BTreeMap::new(),
@@ -77,13 +90,20 @@ impl<I: Interceptor> Harness<I> {
 
     /// Feeds `event` and drains the commands it caused, checking each against the contract.
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        self.checker
+            .event(self.now, &event)
+            .unwrap_or_else(|v| panic!("{v}"));
         self.engine.handle(self.now, event);
         let mut cmds = Vec::new();
         while let Some(cmd) = self.engine.poll_command() {
+            self.checker.command(&cmd).unwrap_or_else(|v| panic!("{v}"));
             self.apply(&cmd);
             cmds.push(cmd);
         }
         self.log.extend(cmds.iter().cloned());
+        self.checker
+            .settled(&self.engine, &*self.pacing)
+            .unwrap_or_else(|v| panic!("{v}"));
         self.check_limits();
         cmds
     }
@@ -91,60 +111,34 @@ impl<I: Interceptor> Harness<I> {
     fn apply(&mut self, cmd: &Command) {
         match cmd {
             Command::Connect { sock, .. } => {
-                let m = self.socks.entry(*sock).or_default();
-                assert!(!m.open && !m.connecting, "connect twice: {sock}");
-                m.connecting = true;
+                self.socks.entry(*sock).or_default().connecting = true;
             }
             Command::Write { sock, data } => {
                 let m = self.sock_mut(sock);
-                assert!(m.open, "write to a socket not open: {sock}");
-                assert!(!m.shut, "write after shutdown: {sock}");
-                assert!(!data.is_empty(), "empty write: {sock}");
                 m.sent.extend_from_slice(data);
                 m.queued += data.len() as u64;
             }
             Command::Shutdown { sock } => {
-                let m = self.sock_mut(sock);
-                assert!(m.open && !m.shut, "shutdown of {sock} not open");
-                assert_eq!(m.queued, 0, "shutdown with bytes still queued: {sock}");
-                m.shut = true;
+                self.sock_mut(sock).shut = true;
             }
             Command::Close { sock } => {
                 let m = self.socks.entry(*sock).or_default();
-                assert!(!m.closed, "close twice: {sock}");
                 m.closed = true;
                 m.open = false;
                 m.connecting = false;
                 m.queued = 0;
             }
             Command::PauseRead { sock } => {
-                let m = self.sock_mut(sock);
-                assert!(!m.paused, "pause twice: {sock}");
-                m.paused = true;
+                self.sock_mut(sock).paused = true;
             }
             Command::ResumeRead { sock } => {
-                let m = self.sock_mut(sock);
-                assert!(m.paused, "resume without pause: {sock}");
-                m.paused = false;
+                self.sock_mut(sock).paused = false;
             }
-            Command::PauseAccept => {
-                assert!(!self.accept_paused);
-                self.accept_paused = true;
-            }
-            Command::ResumeAccept => {
-                assert!(self.accept_paused);
-                self.accept_paused = false;
-            }
+            Command::PauseAccept => self.accept_paused = true,
+            Command::ResumeAccept => self.accept_paused = false,
             Command::Report(r) => self.reports.push((**r).clone()),
-            Command::Drained => {
-                assert!(!self.drained, "drained twice");
-                self.drained = true;
-            }
+            Command::Drained => self.drained = true,
             Command::Effect { conn, id, request } => {
-                assert!(
-                    !self.effects.iter().any(|(_, e, _)| e == id),
-                    "effect {id:?} requested twice"
-                );
                 self.effects.push((*conn, *id, (**request).clone()));
             }
         }
@@ -315,9 +309,11 @@ impl<I: Interceptor> Harness<I> {
         self.socks.get(&sock).is_some_and(|m| m.paused)
     }
 
-    /// The engine holds nothing: no session, timer or queued command.
+    /// The engine holds nothing: no session, timer or queued command; and by the contract,
+    /// every socket was closed, every session reported (with reports on), a drain finished.
     pub fn assert_quiescent(&self) {
         assert!(self.engine.is_idle(), "engine not idle: {:?}", self.engine);
+        self.checker.finish().unwrap_or_else(|v| panic!("{v}"));
     }
 
     /// Runs a normal request/response exchange on `conn` and closes it both ways.
