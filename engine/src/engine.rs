@@ -285,7 +285,18 @@ impl<I: Interceptor> Engine<I> {
             // Every leg is closed, so it holds nothing; only a deliberate bug leaves bytes here.
             let left = session.secondary_unflushed();
             self.secondary_held = self.secondary_held.saturating_sub(left);
-            let report = session.report();
+            #[allow(unused_mut)]
+            let mut report = session.report();
+            #[cfg(feature = "sim-mutants")]
+            if self.mutant == Some(crate::mutants::Mutant::EqualLengthsMatch) {
+                let primary = report.backends.first().map(|b| b.bytes_received);
+                for b in report.backends.iter_mut().filter(|b| b.role == crate::report::Role::Secondary) {
+                    if Some(b.bytes_received) == primary {
+                        b.matches_primary = Some(true);
+                        b.first_difference = None;
+                    }
+                }
+            }
             if let Some(state) = session.take_state() {
                 let hooks = &mut self.hooks;
                 // A panic here only loses the interceptor's farewell; the session is over.

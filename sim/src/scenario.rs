@@ -1,6 +1,7 @@
 //! Scenarios, and the plan every knob of a run is derived from: one seed in, one [`Plan`] out.
 
 use crate::effects::EffectPlan;
+use crate::hosts::Pace;
 use fanout_engine::Config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,10 +61,15 @@ pub enum Scenario {
     /// detaches secondaries their budget would have kept. (Last, as scenarios seed their plans
     /// by their place here.)
     DuplexMemoryCap,
+    /// Relay; the primary answers 16–128 bytes at a time, 5–10 ms apart, for 1–4 s, with an
+    /// idle timeout of 1 s: sessions stay busy far longer than the idle timeout, so only an idle
+    /// timer that counts from the last byte lets them finish. Stresses the client-bytes oracle
+    /// (a session cut early leaves its client a short answer) and the report's outcomes.
+    SlowBackend,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::RelayHealthy,
         Scenario::DuplexPartition,
         Scenario::DuplexHold,
@@ -79,6 +85,7 @@ impl Scenario {
         Scenario::ClientHalfClose,
         Scenario::ClientVanish,
         Scenario::SlowClient,
+        Scenario::SlowBackend,
         Scenario::Churn,
         Scenario::InterceptEffects,
         Scenario::InterceptEffectTimeout,
@@ -104,6 +111,7 @@ impl Scenario {
             Scenario::ClientHalfClose => "client-half-close",
             Scenario::ClientVanish => "client-vanish",
             Scenario::SlowClient => "slow-client",
+            Scenario::SlowBackend => "slow-backend",
             Scenario::Churn => "churn",
             Scenario::InterceptEffects => "intercept-effects",
             Scenario::InterceptEffectTimeout => "intercept-effect-timeout",
@@ -121,7 +129,7 @@ impl Scenario {
     pub fn is_duplex(self) -> bool {
         use Scenario::*;
         match self {
-            RelayHealthy | PrimaryCrash | SlowClient => false,
+            RelayHealthy | PrimaryCrash | SlowClient | SlowBackend => false,
             InterceptChurn => true,
             _ => !self.is_intercept(),
         }
@@ -210,6 +218,8 @@ pub struct Plan {
     pub primary_crashes: bool,
     /// Intercept scenarios: the effect model's knobs (the proxy runs the line rewriter).
     pub effects: Option<EffectPlan>,
+    /// How the primary paces its answers.
+    pub primary_pace: Pace,
 }
 
 fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
@@ -349,6 +359,18 @@ impl Plan {
         if scenario == DuplexMemoryCap {
             cfg.secondary_memory = cfg.secondary_budget * rng.random_range(1..=4) / 2;
         }
+        let mut primary_pace = Pace::default();
+        if scenario == SlowBackend {
+            cfg.idle_timeout = Duration::from_secs(1);
+            primary_pace = Pace {
+                bytes: rng.random_range(16..=128),
+                gap: ms(&mut rng, 5, 10),
+            };
+            for c in &mut clients {
+                let writes = rng.random_range(200..=400);
+                c.response_len = primary_pace.bytes * writes;
+            }
+        }
         Plan {
             scenario,
             seed,
@@ -359,6 +381,7 @@ impl Plan {
             heal_at,
             primary_crashes,
             effects: None,
+            primary_pace,
         }
     }
 
@@ -460,6 +483,7 @@ impl Plan {
             heal_at,
             primary_crashes,
             effects: Some(effects),
+            primary_pace: Pace::default(),
         }
     }
 
@@ -526,7 +550,8 @@ fn line_script(
 }
 
 impl Fault {
-    fn names(&self, host: &str) -> bool {
+    /// Whether the fault strikes host `host` (or its link to the proxy).
+    pub fn names(&self, host: &str) -> bool {
         match self {
             Fault::Partition(h)
             | Fault::Repair(h)
