@@ -31,7 +31,7 @@
 
 use fanout_engine::{
     Bytes, Command, Config, ConnId, EffectId, EffectRequest, EffectResult, Engine, Event, Failure,
-    Instant, Interceptor, Passthrough, Peer, SessionReport, SockId, UpstreamId,
+    Instant, Interceptor, Outcome, Passthrough, Peer, SessionReport, SockId, UpstreamId,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -73,6 +73,9 @@ pub struct Sock {
     pub read_closed: bool,
     /// The engine paused reading it.
     pub paused: bool,
+    /// The engine resumed reading it in the step being checked (hysteresis: only once what it
+    /// feeds is back at the low-water mark).
+    pub resumed: std::cell::Cell<bool>,
 }
 
 impl Sock {
@@ -86,6 +89,7 @@ impl Sock {
             shut: false,
             read_closed: false,
             paused: false,
+            resumed: std::cell::Cell::new(false),
         }
     }
 
@@ -223,6 +227,9 @@ pub struct Driver<M: Model = Relay> {
     drained: bool,
     /// What the event being handled allows the engine to close abruptly.
     forcing: Forcing,
+    /// When bytes last moved on an open socket of each session (accept, a read, a flush): an
+    /// `idle-timeout` needs `idle_timeout` of nothing since.
+    last_activity: BTreeMap<ConnId, Instant>,
     /// Print every input and command (`FANOUT_FUZZ_TRACE=1`).
     trace: bool,
 }
@@ -285,6 +292,7 @@ impl<M: Model> Driver<M> {
             drains: 0,
             drained: false,
             forcing: Forcing::None,
+            last_activity: BTreeMap::new(),
             trace: std::env::var_os("FANOUT_FUZZ_TRACE").is_some(),
         }
     }
@@ -602,6 +610,18 @@ impl<M: Model> Driver<M> {
             Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
             _ => Forcing::None,
         };
+        let moved = match &event {
+            Event::Accepted { conn, .. } => Some(*conn),
+            Event::Read { sock, .. } | Event::Flushed { sock, .. } => self
+                .socks
+                .get(sock)
+                .is_some_and(|m| m.phase != Phase::Closed)
+                .then_some(sock.conn),
+            _ => None,
+        };
+        if let Some(conn) = moved {
+            self.last_activity.insert(conn, self.now);
+        }
         if self.trace {
             eprintln!("{:>14} ns  <- {}", self.now.as_nanos(), brief_event(&event));
         }
@@ -685,6 +705,7 @@ impl<M: Model> Driver<M> {
                 let m = self.open_for_command(sock, "resume");
                 assert!(m.paused, "resume without pause: {sock}");
                 m.paused = false;
+                m.resumed.set(true);
             }
             Command::PauseAccept => {
                 assert!(!self.accept_paused, "pause accept twice");
@@ -728,6 +749,14 @@ impl<M: Model> Driver<M> {
             assert_eq!(m.phase, Phase::Closed, "report while {sock} is open");
             assert_eq!(b.bytes_received, m.read, "{sock}: bytes received");
             assert_eq!(b.bytes_sent, m.flushed, "{sock}: bytes sent");
+            if b.outcome == Outcome::IdleTimeout {
+                let last = self.last_activity.get(&conn).copied().unwrap_or(Instant::ZERO);
+                assert!(
+                    self.now.saturating_since(last) >= self.config().idle_timeout,
+                    "{sock}: idle-timeout at {:?}, but bytes moved at {last:?}, less than the idle timeout before",
+                    self.now
+                );
+            }
         }
         let client = self
             .socks
@@ -780,6 +809,11 @@ impl<M: Model> Driver<M> {
                     target > cfg.low_water,
                     "{sock} stays paused with {target} bytes queued to its target"
                 );
+            } else if m.resumed.get() {
+                assert!(
+                    target <= cfg.low_water,
+                    "{sock} resumed with {target} bytes queued to its target, above the low-water mark"
+                );
             } else {
                 assert!(
                     target <= cfg.high_water,
@@ -787,6 +821,7 @@ impl<M: Model> Driver<M> {
                 );
             }
         }
+        self.socks.values().for_each(|m| m.resumed.set(false));
         let open_clients = self
             .socks
             .iter()

@@ -68,6 +68,7 @@ scenarios! {
     client_half_close => ClientHalfClose,
     client_vanish => ClientVanish,
     slow_client => SlowClient,
+    slow_backend => SlowBackend,
     churn => Churn,
     intercept_effects => InterceptEffects,
     intercept_effect_timeout => InterceptEffectTimeout,
