@@ -227,7 +227,10 @@ impl<I: Interceptor> Engine<I> {
         if self.sessions.contains_key(&conn) {
             return; // a driver bug; never let it corrupt a live session
         }
-        if self.drain != Drain::Running || self.open_clients >= self.cfg.max_connections {
+        let max = self.cfg.max_connections;
+        #[cfg(feature = "sim-mutants")]
+        let max = max + usize::from(self.mutant == Some(crate::mutants::Mutant::AcceptGateOffByOne));
+        if self.drain != Drain::Running || self.open_clients >= max {
             self.out.push_back(Command::Close {
                 sock: SockId::client(conn),
             });
@@ -238,7 +241,7 @@ impl<I: Interceptor> Engine<I> {
         session.settle(&mut ctx);
         sessions.insert(conn, session);
         self.open_clients += 1;
-        if self.open_clients >= self.cfg.max_connections && !self.accept_paused {
+        if self.open_clients >= max && !self.accept_paused {
             self.accept_paused = true;
             self.out.push_back(Command::PauseAccept);
         }

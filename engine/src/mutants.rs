@@ -39,10 +39,13 @@ pub enum Mutant {
     /// The client's FIN is passed on to the primary only once no secondary holds unflushed
     /// bytes: a slow secondary delays the primary's answer to a half-closed request.
     ClientFinWaitsForSecondaries,
+    /// The accept gate counts from zero wrong: one client more than `max_connections` is let in
+    /// before accepting pauses.
+    AcceptGateOffByOne,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 12] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::DropTailAfterEof,
         Mutant::SecondaryBackpressuresClient,
         Mutant::ForgetSessionOnReset,
@@ -55,6 +58,7 @@ impl Mutant {
         Mutant::IdleFromSessionStart,
         Mutant::EqualLengthsMatch,
         Mutant::ClientFinWaitsForSecondaries,
+        Mutant::AcceptGateOffByOne,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Mutant {
             Mutant::IdleFromSessionStart => "idle-from-session-start",
             Mutant::EqualLengthsMatch => "equal-lengths-match",
             Mutant::ClientFinWaitsForSecondaries => "client-fin-waits-for-secondaries",
+            Mutant::AcceptGateOffByOne => "accept-gate-off-by-one",
         }
     }
 }

@@ -99,6 +99,11 @@ pub fn aimed(m: Mutant) -> Aim {
             "isolation",
             "half-closing clients' primaries answer after the request's EOF, which the slow secondary must not delay",
         ),
+        Mutant::AcceptGateOffByOne => (
+            Scenario::AcceptGate,
+            "invariant",
+            "10-30 clients arrive at once at a gate of 2-4 connections",
+        ),
     };
     Aim {
         scenario,

@@ -48,6 +48,8 @@ pub struct Observer {
     pub secondaries_closed: BTreeMap<SockId, bool>,
     /// The secondaries were seen over the cap (reported once).
     over_cap_seen: bool,
+    /// More clients were seen open than `max_connections` (reported once).
+    over_gate_seen: bool,
     /// Sockets paused by a `PauseRead` and not yet resumed or closed.
     paused: BTreeSet<SockId>,
     /// Sockets resumed by the step being handled: checked against the low-water mark after it.
@@ -223,6 +225,14 @@ impl Observer {
                     "buffered bytes over the limit: {sock} holds {unflushed}, limit {limit}"
                 ));
             }
+        }
+        if engine.open_clients() > cfg.max_connections && !self.over_gate_seen {
+            self.over_gate_seen = true;
+            over.push(format!(
+                "{} clients open, past max_connections of {}",
+                engine.open_clients(),
+                cfg.max_connections
+            ));
         }
         let low_water = cfg.low_water;
         for v in over {

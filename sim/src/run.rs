@@ -222,6 +222,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         Fault::Crash(h) => sim.crash(h.as_str()),
         Fault::Bounce(h) => sim.bounce(h.as_str()),
         Fault::Latency(h, d) => sim.set_link_max_message_latency("proxy", h.as_str(), *d),
+        Fault::FixedLatency(h, d) => sim.set_link_latency("proxy", h.as_str(), *d),
     }
 }
 

@@ -75,4 +75,9 @@ scenarios! {
     intercept_backend_crash => InterceptBackendCrash,
     intercept_stalled_client => InterceptStalledClient,
     intercept_churn => InterceptChurn,
+    primary_link_faults => PrimaryLinkFaults,
+    client_link_faults => ClientLinkFaults,
+    duplex_secondaries => DuplexSecondaries,
+    many_sessions => ManySessions,
+    accept_gate => AcceptGate,
 }
