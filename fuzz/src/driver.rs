@@ -828,6 +828,11 @@ impl<M: Model> Driver<M> {
             .filter(|(s, m)| s.peer == Peer::Client && m.phase != Phase::Closed)
             .count();
         assert_eq!(self.engine.open_clients(), open_clients, "open clients");
+        assert!(
+            open_clients <= cfg.max_connections,
+            "{open_clients} clients open, past max_connections of {}",
+            cfg.max_connections
+        );
         if self.drained {
             assert_eq!(self.engine.session_count(), 0, "drained with sessions left");
         }
