@@ -229,7 +229,8 @@ impl<I: Interceptor> Engine<I> {
         }
         let max = self.cfg.max_connections;
         #[cfg(feature = "sim-mutants")]
-        let max = max + usize::from(self.mutant == Some(crate::mutants::Mutant::AcceptGateOffByOne));
+        let max =
+            max + usize::from(self.mutant == Some(crate::mutants::Mutant::AcceptGateOffByOne));
         if self.drain != Drain::Running || self.open_clients >= max {
             self.out.push_back(Command::Close {
                 sock: SockId::client(conn),
@@ -293,7 +294,11 @@ impl<I: Interceptor> Engine<I> {
             #[cfg(feature = "sim-mutants")]
             if self.mutant == Some(crate::mutants::Mutant::EqualLengthsMatch) {
                 let primary = report.backends.first().map(|b| b.bytes_received);
-                for b in report.backends.iter_mut().filter(|b| b.role == crate::report::Role::Secondary) {
+                for b in report
+                    .backends
+                    .iter_mut()
+                    .filter(|b| b.role == crate::report::Role::Secondary)
+                {
                     if Some(b.bytes_received) == primary {
                         b.matches_primary = Some(true);
                         b.first_difference = None;

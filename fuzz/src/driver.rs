@@ -750,7 +750,11 @@ impl<M: Model> Driver<M> {
             assert_eq!(b.bytes_received, m.read, "{sock}: bytes received");
             assert_eq!(b.bytes_sent, m.flushed, "{sock}: bytes sent");
             if b.outcome == Outcome::IdleTimeout {
-                let last = self.last_activity.get(&conn).copied().unwrap_or(Instant::ZERO);
+                let last = self
+                    .last_activity
+                    .get(&conn)
+                    .copied()
+                    .unwrap_or(Instant::ZERO);
                 assert!(
                     self.now.saturating_since(last) >= self.config().idle_timeout,
                     "{sock}: idle-timeout at {:?}, but bytes moved at {last:?}, less than the idle timeout before",

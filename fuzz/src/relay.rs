@@ -299,7 +299,11 @@ impl Model for Relay {
                 .get(&SockId::client(sock.conn))
                 .is_some_and(|c| c.read_closed);
             assert!(
-                sock.peer == Peer::Client || !client_ended || !m.is_open() || m.queued > 0 || m.shut,
+                sock.peer == Peer::Client
+                    || !client_ended
+                    || !m.is_open()
+                    || m.queued > 0
+                    || m.shut,
                 "{sock}: its client's EOF came and its queue is empty, but no FIN went out"
             );
         }

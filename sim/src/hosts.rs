@@ -69,7 +69,11 @@ pub fn response_byte(seed: u64, id: u32, offset: u64) -> u8 {
 /// The byte at `offset` of client `id`'s request body: a pattern of its own, so a backend that
 /// hears another client's bytes, or its own out of order, cannot pass.
 pub fn request_byte(seed: u64, id: u32, offset: u64) -> u8 {
-    response_byte(seed ^ 0x5eed_0f_2e9e_57, id.wrapping_add(0x8000_0000), offset)
+    response_byte(
+        seed ^ 0x5eed_0f_2e9e_57,
+        id.wrapping_add(0x8000_0000),
+        offset,
+    )
 }
 
 /// Top bit of the header's request length: answer only after the request's EOF.
@@ -260,7 +264,11 @@ async fn serve(
     if after_eof {
         rd.drain().await?;
     }
-    let step = if pace.bytes == 0 { 8192 } else { u64::from(pace.bytes) };
+    let step = if pace.bytes == 0 {
+        8192
+    } else {
+        u64::from(pace.bytes)
+    };
     let answer = async {
         let mut offset = 0u64;
         while offset < u64::from(response_len) {
@@ -277,9 +285,15 @@ async fn serve(
             {
                 let mut s = shared.borrow_mut();
                 if kind.is_none() {
-                    s.primary_sent.entry(id).or_default().extend_from_slice(&chunk);
+                    s.primary_sent
+                        .entry(id)
+                        .or_default()
+                        .extend_from_slice(&chunk);
                 }
-                s.answered.entry((host, id)).or_default().extend_from_slice(&chunk);
+                s.answered
+                    .entry((host, id))
+                    .or_default()
+                    .extend_from_slice(&chunk);
             }
             wr.write_all(&chunk).await?;
             offset += n;

@@ -434,7 +434,9 @@ fn check_reports(plan: &Plan, seen: &Observed) -> Result<(), String> {
             ));
         }
         let primary = &r.backends[0];
-        if primary.role != Role::Primary || r.backends[1..].iter().any(|b| b.role != Role::Secondary) {
+        if primary.role != Role::Primary
+            || r.backends[1..].iter().any(|b| b.role != Role::Secondary)
+        {
             return Err(format!(
                 "session {} does not list the primary first, then its secondaries",
                 r.conn.0
@@ -522,7 +524,9 @@ fn outcome_fits(fate: &Fate, i: usize, kind: Option<SecondaryKind>, b: &BackendR
         Outcome::Refused => faulted,
         Outcome::Reset => faulted || kind == Some(Resets) || fate.client_vanished,
         Outcome::ConnectTimeout => faulted,
-        Outcome::DetachedBudget | Outcome::DetachedDeadline => lags || (secondary && fate.client_vanished),
+        Outcome::DetachedBudget | Outcome::DetachedDeadline => {
+            lags || (secondary && fate.client_vanished)
+        }
         Outcome::DetachedMemory => secondary,
         Outcome::IdleTimeout => faulted || fate.client_vanished || lags || fate.crashed(0),
         Outcome::ClientGone => fate.client_vanished,
@@ -535,7 +539,12 @@ fn outcome_fits(fate: &Fate, i: usize, kind: Option<SecondaryKind>, b: &BackendR
 
 /// For a framed session: every leg that finished `ok` reports the length and digest of what its
 /// host wrote for this client; the comparison's verdict is what the hosts' bytes say.
-fn check_answers(plan: &Plan, seen: &Observed, c: &ClientPlan, r: &SessionReport) -> Result<(), String> {
+fn check_answers(
+    plan: &Plan,
+    seen: &Observed,
+    c: &ClientPlan,
+    r: &SessionReport,
+) -> Result<(), String> {
     let wrote = |i: usize| {
         seen.shared
             .answered
@@ -566,7 +575,11 @@ fn check_answers(plan: &Plan, seen: &Observed, c: &ClientPlan, r: &SessionReport
             continue;
         }
         let (p, w) = (wrote(0), wrote(k + 1));
-        let first = p.iter().zip(w).position(|(a, b)| a != b).map(|at| at as u64);
+        let first = p
+            .iter()
+            .zip(w)
+            .position(|(a, b)| a != b)
+            .map(|at| at as u64);
         let first = first.or((p.len() != w.len()).then(|| p.len().min(w.len()) as u64));
         let fits = match (first, s.matches_primary, s.first_difference) {
             (None, Some(true), None) => true,

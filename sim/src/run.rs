@@ -138,7 +138,11 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
     };
     let mut hosts = vec![("primary".to_string(), None, plan.primary_pace)];
     for (i, kind) in plan.secondaries.iter().enumerate() {
-        hosts.push((format!("secondary{}", i + 1), Some(*kind), Default::default()));
+        hosts.push((
+            format!("secondary{}", i + 1),
+            Some(*kind),
+            Default::default(),
+        ));
     }
     for (host, (name, kind, pace)) in hosts.into_iter().enumerate() {
         let (seed, shared) = (plan.seed, shared.clone());
@@ -155,7 +159,10 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         if plan.effects.is_some() {
             sim.client(format!("client{}", c.id), line_hosts::client(c, shared));
         } else {
-            sim.client(format!("client{}", c.id), hosts::client(plan.seed, c, shared));
+            sim.client(
+                format!("client{}", c.id),
+                hosts::client(plan.seed, c, shared),
+            );
         }
     }
     // The auditor outlives the clients by every deadline, so the engine's last timers have fired

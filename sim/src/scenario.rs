@@ -408,7 +408,12 @@ impl Plan {
                 faults.push((calm, Fault::FixedLatency(p, Duration::from_millis(1))));
             }
             ClientLinkFaults => {
-                for c in clients.iter().filter(|_| rng.random_bool(0.5)).map(|c| c.id).collect::<Vec<_>>() {
+                for c in clients
+                    .iter()
+                    .filter(|_| rng.random_bool(0.5))
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+                {
                     let h = format!("client{c}");
                     let at = ms(&mut rng, 0, 800);
                     let (on, off) = if rng.random_bool(0.5) {
@@ -567,7 +572,8 @@ impl Plan {
         let mut twin = self.clone();
         twin.secondaries.clear();
         twin.cfg.secondaries = 0;
-        let secondary = |f: &Fault| (1..=self.secondaries.len()).any(|i| f.names(&format!("secondary{i}")));
+        let secondary =
+            |f: &Fault| (1..=self.secondaries.len()).any(|i| f.names(&format!("secondary{i}")));
         twin.faults.retain(|(_, f)| !secondary(f));
         twin
     }

@@ -218,7 +218,10 @@ pub fn seeds() -> Vec<(&'static str, Scenario)> {
     ]);
     out.push(("the-client-fin-does-not-wait-for-a-lagging-secondary", ops));
     // One client more than `max_connections` (4) arrives while none has left: it is refused.
-    out.push(("the-accept-gate-holds-at-max-connections", vec![Op::Accept; 5]));
+    out.push((
+        "the-accept-gate-holds-at-max-connections",
+        vec![Op::Accept; 5],
+    ));
     out.into_iter()
         .map(|(name, ops)| {
             (
