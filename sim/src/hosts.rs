@@ -76,6 +76,9 @@ pub fn request_byte(seed: u64, id: u32, offset: u64) -> u8 {
     )
 }
 
+/// More than any plan asks for: a header naming a longer response is not a client's header.
+const MAX_RESPONSE: u32 = 1 << 24;
+
 /// Top bit of the header's request length: answer only after the request's EOF.
 pub const AFTER_EOF: u32 = 1 << 31;
 
@@ -261,6 +264,11 @@ async fn serve(
     let id = u32::from_le_bytes(header[0..4].try_into().unwrap());
     let response_len = u32::from_le_bytes(header[4..8].try_into().unwrap());
     let after_eof = u32::from_le_bytes(header[8..12].try_into().unwrap()) & AFTER_EOF != 0;
+    if response_len > MAX_RESPONSE {
+        // Not a header any client sends (the request-bytes oracle says whose bytes these are):
+        // read on, answer nothing.
+        return rd.drain().await;
+    }
     if after_eof {
         rd.drain().await?;
     }
