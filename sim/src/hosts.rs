@@ -70,7 +70,7 @@ pub fn response_byte(seed: u64, id: u32, offset: u64) -> u8 {
 /// hears another client's bytes, or its own out of order, cannot pass.
 pub fn request_byte(seed: u64, id: u32, offset: u64) -> u8 {
     response_byte(
-        seed ^ 0x5eed_0f_2e9e_57,
+        seed ^ 0x5eed_0f2e_9e57,
         id.wrapping_add(0x8000_0000),
         offset,
     )

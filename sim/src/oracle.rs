@@ -667,3 +667,30 @@ pub(crate) fn same_for_clients(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::first_late_byte;
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn isolation_sees_a_byte_that_arrives_late_though_the_stream_ends_on_time() {
+        // Bytes 0..100 at 1 ms, 100..200 at 5 ms with the secondary; all at 1 and 5 ms without,
+        // but split differently: the same arrivals, read in other pieces.
+        let with = [(100, MS), (200, 5 * MS)];
+        let same_split_otherwise = [(50, MS), (100, MS), (200, 5 * MS)];
+        assert_eq!(first_late_byte(&with, &same_split_otherwise), None);
+        // Byte 60 on arrives at 3 ms instead of 1 ms; the last byte still at 5 ms.
+        let late = [(60, MS), (100, 3 * MS), (200, 5 * MS)];
+        assert_eq!(first_late_byte(&late, &with), Some((60, 3 * MS, MS)));
+    }
+
+    #[test]
+    fn isolation_compares_only_the_bytes_both_runs_received() {
+        let short = [(10, MS)];
+        let long = [(10, MS), (20, 2 * MS)];
+        assert_eq!(first_late_byte(&short, &long), None);
+    }
+}
