@@ -235,6 +235,13 @@ impl Core {
             }
             Peer::Backend(b) => {
                 let Some(leg) = self.leg_mut(b) else { return };
+                #[cfg(feature = "sim-mutants")]
+                if leg.role == Role::Secondary
+                    && matches!(leg.side.state, SockState::Connecting { .. })
+                    && ctx.mutant(crate::mutants::Mutant::SecondaryLosesPendingRequest)
+                {
+                    return;
+                }
                 if !leg.side.write(leg.sock(conn), data, ctx.out) {
                     return;
                 }
@@ -453,7 +460,15 @@ impl Core {
         if self.client.is_done() {
             self.client.close(SockId::client(conn), false, ctx.out);
         }
+        #[cfg(feature = "sim-mutants")]
+        let secondaries_hold = ctx.mutant(crate::mutants::Mutant::ClientFinWaitsForSecondaries)
+            && self
+                .legs
+                .iter()
+                .any(|l| l.role == Role::Secondary && !l.side.is_closed() && l.side.unflushed > 0);
         for leg in &mut self.legs {
+            #[cfg(feature = "sim-mutants")]
+            let fin_ok = fin_ok && !(secondaries_hold && leg.role != Role::Secondary);
             if fin_ok {
                 leg.side.try_fin(leg.sock(conn), ctx.out);
             }
@@ -488,9 +503,19 @@ impl Core {
     /// or a backend that is not a secondary) holds more than the high-water mark.
     fn apply_flow(&mut self, ctx: &mut Ctx) {
         let conn = self.conn;
+        let cfg: &Config = ctx.cfg;
+        #[cfg(feature = "sim-mutants")]
+        let no_hysteresis = ctx
+            .mutant(crate::mutants::Mutant::ResumeAtHighWater)
+            .then(|| Config {
+                low_water: cfg.high_water,
+                ..cfg.clone()
+            });
+        #[cfg(feature = "sim-mutants")]
+        let cfg = no_hysteresis.as_ref().unwrap_or(cfg);
         let target = self.worst_backlog(self.client.feeds, ctx);
         self.client
-            .apply_flow(SockId::client(conn), target, ctx.cfg, ctx.out);
+            .apply_flow(SockId::client(conn), target, cfg, ctx.out);
         for i in 0..self.legs.len() {
             let feeds = self.legs[i].side.feeds;
             if feeds == 0 && !self.legs[i].side.paused {
@@ -499,7 +524,7 @@ impl Core {
             let target = self.worst_backlog(feeds, ctx);
             let leg = &mut self.legs[i];
             leg.side
-                .apply_flow(SockId::backend(conn, leg.id), target, ctx.cfg, ctx.out);
+                .apply_flow(SockId::backend(conn, leg.id), target, cfg, ctx.out);
         }
     }
 

@@ -227,7 +227,11 @@ impl<I: Interceptor> Engine<I> {
         if self.sessions.contains_key(&conn) {
             return; // a driver bug; never let it corrupt a live session
         }
-        if self.drain != Drain::Running || self.open_clients >= self.cfg.max_connections {
+        let max = self.cfg.max_connections;
+        #[cfg(feature = "sim-mutants")]
+        let max =
+            max + usize::from(self.mutant == Some(crate::mutants::Mutant::AcceptGateOffByOne));
+        if self.drain != Drain::Running || self.open_clients >= max {
             self.out.push_back(Command::Close {
                 sock: SockId::client(conn),
             });
@@ -238,7 +242,7 @@ impl<I: Interceptor> Engine<I> {
         session.settle(&mut ctx);
         sessions.insert(conn, session);
         self.open_clients += 1;
-        if self.open_clients >= self.cfg.max_connections && !self.accept_paused {
+        if self.open_clients >= max && !self.accept_paused {
             self.accept_paused = true;
             self.out.push_back(Command::PauseAccept);
         }
@@ -285,7 +289,22 @@ impl<I: Interceptor> Engine<I> {
             // Every leg is closed, so it holds nothing; only a deliberate bug leaves bytes here.
             let left = session.secondary_unflushed();
             self.secondary_held = self.secondary_held.saturating_sub(left);
-            let report = session.report();
+            #[allow(unused_mut)]
+            let mut report = session.report();
+            #[cfg(feature = "sim-mutants")]
+            if self.mutant == Some(crate::mutants::Mutant::EqualLengthsMatch) {
+                let primary = report.backends.first().map(|b| b.bytes_received);
+                for b in report
+                    .backends
+                    .iter_mut()
+                    .filter(|b| b.role == crate::report::Role::Secondary)
+                {
+                    if Some(b.bytes_received) == primary {
+                        b.matches_primary = Some(true);
+                        b.first_difference = None;
+                    }
+                }
+            }
             if let Some(state) = session.take_state() {
                 let hooks = &mut self.hooks;
                 // A panic here only loses the interceptor's farewell; the session is over.

@@ -24,10 +24,28 @@ pub enum Mutant {
     /// checked: every session's never-reading secondary holds up to its budget, together
     /// sessions × budget.
     SecondaryMemoryUnbounded,
+    /// Client bytes that arrive while a secondary is still connecting are dropped instead of
+    /// held for it: the secondary hears the request from the middle.
+    SecondaryLosesPendingRequest,
+    /// A paused source resumes as soon as its destinations are back at the high-water mark, not
+    /// the low one: no hysteresis, a pause and a resume for every read.
+    ResumeAtHighWater,
+    /// The idle timer counts from the session's start and ignores activity: a long, busy
+    /// session is cut at `idle_timeout`.
+    IdleFromSessionStart,
+    /// A secondary whose response has the primary's length is reported as matching it,
+    /// whatever its bytes.
+    EqualLengthsMatch,
+    /// The client's FIN is passed on to the primary only once no secondary holds unflushed
+    /// bytes: a slow secondary delays the primary's answer to a half-closed request.
+    ClientFinWaitsForSecondaries,
+    /// The accept gate counts from zero wrong: one client more than `max_connections` is let in
+    /// before accepting pauses.
+    AcceptGateOffByOne,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 7] = [
+    pub const ALL: [Mutant; 13] = [
         Mutant::DropTailAfterEof,
         Mutant::SecondaryBackpressuresClient,
         Mutant::ForgetSessionOnReset,
@@ -35,6 +53,12 @@ impl Mutant {
         Mutant::AnswersEscapeFlowControl,
         Mutant::FinBeforePendingEffect,
         Mutant::SecondaryMemoryUnbounded,
+        Mutant::SecondaryLosesPendingRequest,
+        Mutant::ResumeAtHighWater,
+        Mutant::IdleFromSessionStart,
+        Mutant::EqualLengthsMatch,
+        Mutant::ClientFinWaitsForSecondaries,
+        Mutant::AcceptGateOffByOne,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +70,12 @@ impl Mutant {
             Mutant::AnswersEscapeFlowControl => "answers-escape-flow-control",
             Mutant::FinBeforePendingEffect => "fin-before-pending-effect",
             Mutant::SecondaryMemoryUnbounded => "secondary-memory-unbounded",
+            Mutant::SecondaryLosesPendingRequest => "secondary-loses-pending-request",
+            Mutant::ResumeAtHighWater => "resume-at-high-water",
+            Mutant::IdleFromSessionStart => "idle-from-session-start",
+            Mutant::EqualLengthsMatch => "equal-lengths-match",
+            Mutant::ClientFinWaitsForSecondaries => "client-fin-waits-for-secondaries",
+            Mutant::AcceptGateOffByOne => "accept-gate-off-by-one",
         }
     }
 }

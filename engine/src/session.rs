@@ -434,6 +434,12 @@ impl<S> Session<S> {
                     return;
                 }
                 let due = core.last_activity + ctx.cfg.idle_timeout;
+                #[cfg(feature = "sim-mutants")]
+                let due = if ctx.mutant(crate::mutants::Mutant::IdleFromSessionStart) {
+                    core.started + ctx.cfg.idle_timeout
+                } else {
+                    due
+                };
                 if due > ctx.now {
                     ctx.timers
                         .set(TimerKey::Idle(conn), &mut core.idle_timer, Some(due));

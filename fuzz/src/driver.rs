@@ -34,7 +34,7 @@
 use fanout_engine::contract::{Checker, Pacing, Violation};
 use fanout_engine::{
     Bytes, Command, Config, ConnId, EffectId, EffectRequest, EffectResult, Engine, Event, Failure,
-    Instant, Interceptor, Passthrough, Peer, SessionReport, SockId, UpstreamId,
+    Instant, Interceptor, Outcome, Passthrough, Peer, SessionReport, SockId, UpstreamId,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -162,6 +162,9 @@ pub struct Driver<M: Model = Relay> {
     answered: Vec<EffectId>,
     /// What the event being handled allows the engine to close abruptly.
     forcing: Forcing,
+    /// When bytes last moved on an open socket of each session (accept, a read, a flush): an
+    /// `idle-timeout` needs `idle_timeout` of nothing since.
+    last_activity: BTreeMap<ConnId, Instant>,
     /// Print every input and command (`FANOUT_FUZZ_TRACE=1`).
     trace: bool,
 }
@@ -220,6 +223,7 @@ impl<M: Model> Driver<M> {
             effects: Vec::new(),
             answered: Vec::new(),
             forcing: Forcing::None,
+            last_activity: BTreeMap::new(),
             trace: std::env::var_os("FANOUT_FUZZ_TRACE").is_some(),
         }
     }
@@ -516,6 +520,17 @@ impl<M: Model> Driver<M> {
             Event::Read { sock, .. } if sock.peer == Peer::Client => Forcing::Secondaries,
             _ => Forcing::None,
         };
+        let moved = match &event {
+            Event::Accepted { conn, .. } => Some(*conn),
+            Event::Read { sock, .. } | Event::Flushed { sock, .. } => self
+                .sock(*sock)
+                .is_some_and(|m| m.phase != Phase::Closed)
+                .then_some(sock.conn),
+            _ => None,
+        };
+        if let Some(conn) = moved {
+            self.last_activity.insert(conn, self.now);
+        }
         if self.trace {
             eprintln!("{:>14} ns  <- {}", self.now.as_nanos(), brief_event(&event));
         }
@@ -552,6 +567,7 @@ impl<M: Model> Driver<M> {
             }
             Command::Report(report) => {
                 self.model.report(socks, report);
+                self.check_idle_cause(report);
                 self.reports.insert(report.conn, (**report).clone());
             }
             Command::Effect { conn, id, request } => {
@@ -576,6 +592,37 @@ impl<M: Model> Driver<M> {
             .unwrap_or_else(broken);
         for (sock, n) in self.engine.unflushed() {
             self.model.check_limit(sock, n);
+        }
+        let open_clients = self
+            .checker
+            .socks()
+            .iter()
+            .filter(|(s, m)| s.peer == Peer::Client && m.phase != Phase::Closed)
+            .count();
+        let max = self.config().max_connections;
+        assert!(
+            open_clients <= max,
+            "{open_clients} clients open, past max_connections of {max}"
+        );
+    }
+
+    /// An `idle-timeout` outcome needs `idle_timeout` with no bytes moving in its session.
+    fn check_idle_cause(&self, report: &SessionReport) {
+        let last = self
+            .last_activity
+            .get(&report.conn)
+            .copied()
+            .unwrap_or(Instant::ZERO);
+        for b in report.backends.iter() {
+            if b.outcome == Outcome::IdleTimeout {
+                assert!(
+                    self.now.saturating_since(last) >= self.config().idle_timeout,
+                    "backend {:?} of {}: idle-timeout at {:?}, but bytes moved at {last:?}, less than the idle timeout before",
+                    b.backend,
+                    report.conn,
+                    self.now
+                );
+            }
         }
     }
 }

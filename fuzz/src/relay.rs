@@ -4,7 +4,8 @@
 //!
 //! - **Connect**: backend `i` to upstream `i`, only the configured ones.
 //! - **Writes**: byte for byte the source stream, in order, never ahead of what was read.
-//! - **FIN**: only once the whole source stream went out.
+//! - **FIN**: only once the whole source stream went out; a backend's as soon as its client's
+//!   EOF came and its own queue is empty.
 //! - **Orderly close**: the engine closes a socket that has not finished both ways only when a
 //!   deadline, a failure or a refused accept forces it, or a client read pushes a secondary past
 //!   its budget or all secondaries together past `secondary_memory`. A response's tail is never
@@ -291,6 +292,21 @@ impl Model for Relay {
     }
 
     fn check(&mut self, engine: &Engine<Passthrough>, socks: &Socks, _: Instant) {
+        // The client's EOF goes on to every open backend as soon as its queue is empty: never
+        // held for another backend.
+        for (&sock, m) in socks {
+            let client_ended = socks
+                .get(&SockId::client(sock.conn))
+                .is_some_and(|c| c.read_closed);
+            assert!(
+                sock.peer == Peer::Client
+                    || !client_ended
+                    || !m.is_open()
+                    || m.queued > 0
+                    || m.shut,
+                "{sock}: its client's EOF came and its queue is empty, but no FIN went out"
+            );
+        }
         let held = Self::secondaries_held(socks);
         assert!(
             held <= self.cfg.secondary_memory,

@@ -2,8 +2,12 @@
 //! answers deterministically, and secondaries that answer, lie, stall or crawl.
 //!
 //! Wire format between client and backend: a 12-byte header (client id, response length, request
-//! length, little-endian u32s), then the request body. The backend answers `response length`
-//! bytes, then shuts down its write side, and keeps reading until EOF.
+//! length, little-endian u32s; the request length's top bit set asks for the answer only after
+//! the request's EOF), then the request body, [`request_byte`]s. The backend answers `response
+//! length` bytes ([`response_byte`]s; at its plan's pace), then shuts down its write side, and
+//! keeps reading until EOF. Every backend records every byte it reads on every connection
+//! ([`Shared::backend_reads`]) and every byte it writes ([`Shared::answered`]), so the oracles
+//! check both directions against what the hosts did, not what the engine says.
 
 use crate::scenario::{ClientPlan, SecondaryKind};
 use std::cell::RefCell;
@@ -23,6 +27,11 @@ pub struct ClientResult {
     pub done_at: Option<Duration>,
     pub error: Option<String>,
     pub vanished: bool,
+    /// After each read: the bytes received so far, and the virtual time (since the run
+    /// started) they had all arrived by. What the isolation oracle compares.
+    pub arrivals: Vec<(u64, Duration)>,
+    /// The client's own address, as the proxy's report names it.
+    pub addr: Option<String>,
 }
 
 /// State the hosts share with the runner (turmoil runs every host on one thread).
@@ -31,6 +40,19 @@ pub struct Shared {
     /// What the primary wrote for each client id, in order.
     pub primary_sent: BTreeMap<u32, Vec<u8>>,
     pub clients: BTreeMap<u32, ClientResult>,
+    /// Every connection a backend host accepted, in accept order: which host (0 the primary,
+    /// `n` secondary `n`) and every byte it read there, in order.
+    pub backend_reads: Vec<(usize, Vec<u8>)>,
+    /// What each backend host (0 the primary) wrote for each client id, in order.
+    pub answered: BTreeMap<(usize, u32), Vec<u8>>,
+}
+
+/// How a backend paces its answer: `bytes` per write, `gap` between writes (none: as fast as
+/// the socket takes it, 8 KiB per write).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pace {
+    pub bytes: u32,
+    pub gap: Duration,
 }
 
 pub type SharedRef = Rc<RefCell<Shared>>;
@@ -44,17 +66,35 @@ pub fn response_byte(seed: u64, id: u32, offset: u64) -> u8 {
     (x >> 56) as u8 ^ (offset as u8)
 }
 
-fn request_bytes(plan: &ClientPlan, response_len: u32) -> Vec<u8> {
+/// The byte at `offset` of client `id`'s request body: a pattern of its own, so a backend that
+/// hears another client's bytes, or its own out of order, cannot pass.
+pub fn request_byte(seed: u64, id: u32, offset: u64) -> u8 {
+    response_byte(
+        seed ^ 0x5eed_0f2e_9e57,
+        id.wrapping_add(0x8000_0000),
+        offset,
+    )
+}
+
+/// More than any plan asks for: a header naming a longer response is not a client's header.
+const MAX_RESPONSE: u32 = 1 << 24;
+
+/// Top bit of the header's request length: answer only after the request's EOF.
+pub const AFTER_EOF: u32 = 1 << 31;
+
+/// Everything client `plan` sends when it does not vanish: the header, then the body.
+pub fn request_bytes(seed: u64, plan: &ClientPlan) -> Vec<u8> {
     let mut req = Vec::with_capacity(12 + plan.request_len as usize);
+    let flags = if plan.half_close { AFTER_EOF } else { 0 };
     req.extend_from_slice(&plan.id.to_le_bytes());
-    req.extend_from_slice(&response_len.to_le_bytes());
-    req.extend_from_slice(&plan.request_len.to_le_bytes());
-    req.extend((0..plan.request_len).map(|i| (i % 251) as u8));
+    req.extend_from_slice(&plan.response_len.to_le_bytes());
+    req.extend_from_slice(&(plan.request_len | flags).to_le_bytes());
+    req.extend((0..u64::from(plan.request_len)).map(|i| request_byte(seed, plan.id, i)));
     req
 }
 
 /// One client: connect, write the request (maybe vanishing or half-closing), read to EOF.
-pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
+pub async fn client(seed: u64, plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
     tokio::time::sleep(plan.start_at).await;
     let mut result = ClientResult::default();
     let stream = loop {
@@ -64,8 +104,9 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
+    result.addr = stream.local_addr().ok().map(|a| a.to_string());
     let (mut rd, mut wr) = crate::conn::split(stream);
-    let request = request_bytes(&plan, plan.response_len);
+    let request = request_bytes(seed, &plan);
     let writer = async {
         let limit = plan.vanish_after.map_or(request.len(), |v| 12 + v as usize);
         for part in request[..limit.min(request.len())].chunks(plan.chunk as usize) {
@@ -89,25 +130,25 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
     let reader = async {
         let mut buf = vec![0u8; 4096];
         let mut received = Vec::new();
+        let mut arrivals = Vec::new();
         loop {
             if !plan.read_delay.is_zero() {
                 tokio::time::sleep(plan.read_delay).await;
             }
             match rd.read(&mut buf).await {
-                Ok(0) => return Ok(received),
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(e) => return Err((e, received)),
+                Ok(0) => return (Ok(()), received, arrivals),
+                Ok(n) => {
+                    received.extend_from_slice(&buf[..n]);
+                    arrivals.push((received.len() as u64, now()));
+                }
+                Err(e) => return (Err(e), received, arrivals),
             }
         }
     };
-    let (written, read) = tokio::join!(writer, reader);
-    match read {
-        Ok(received) => result.received = received,
-        Err((e, received)) => {
-            result.received = received;
-            result.error = Some(e.to_string());
-        }
-    }
+    let (written, (read, received, arrivals)) = tokio::join!(writer, reader);
+    result.received = received;
+    result.arrivals = arrivals;
+    result.error = read.err().map(|e| e.to_string());
     result.done_at = Some(now());
     if let Ok(mut wr) = written {
         if !plan.half_close {
@@ -123,25 +164,77 @@ fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-/// A backend host: `kind` None is the primary.
-pub async fn backend(seed: u64, kind: Option<SecondaryKind>, shared: SharedRef) -> turmoil::Result {
+/// A backend host: `host` 0 (with `kind` None) is the primary, `n` secondary `n`.
+pub async fn backend(
+    seed: u64,
+    host: usize,
+    kind: Option<SecondaryKind>,
+    pace: Pace,
+    shared: SharedRef,
+) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", BACKEND_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            let _ = serve(seed, kind, stream, shared).await;
+            let _ = serve(seed, host, kind, pace, stream, shared).await;
         });
+    }
+}
+
+/// Reads from one backend connection, recording every byte in [`Shared::backend_reads`].
+struct Recorder {
+    rd: crate::conn::ReadHalf,
+    shared: SharedRef,
+    slot: usize,
+}
+
+impl Recorder {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.rd.read(buf).await?;
+        self.shared.borrow_mut().backend_reads[self.slot]
+            .1
+            .extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.read(&mut buf[got..]).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 8192];
+        while self.read(&mut buf).await? > 0 {}
+        Ok(())
     }
 }
 
 async fn serve(
     seed: u64,
+    host: usize,
     kind: Option<SecondaryKind>,
+    pace: Pace,
     stream: TcpStream,
     shared: SharedRef,
 ) -> std::io::Result<()> {
-    let (mut rd, mut wr) = crate::conn::split(stream);
+    let (rd, mut wr) = crate::conn::split(stream);
+    let slot = {
+        let mut s = shared.borrow_mut();
+        s.backend_reads.push((host, Vec::new()));
+        s.backend_reads.len() - 1
+    };
+    let mut rd = Recorder {
+        rd,
+        shared: shared.clone(),
+        slot,
+    };
     match kind {
         Some(SecondaryKind::NeverReads) => {
             // Hold the connection open, never reading, until the peer goes away.
@@ -170,37 +263,61 @@ async fn serve(
     }
     let id = u32::from_le_bytes(header[0..4].try_into().unwrap());
     let response_len = u32::from_le_bytes(header[4..8].try_into().unwrap());
-    let drain = async {
-        let mut buf = vec![0u8; 8192];
-        while rd.read(&mut buf).await? > 0 {}
-        Ok::<_, std::io::Error>(())
+    let after_eof = u32::from_le_bytes(header[8..12].try_into().unwrap()) & AFTER_EOF != 0;
+    if response_len > MAX_RESPONSE {
+        // Not a header any client sends (the request-bytes oracle says whose bytes these are):
+        // read on, answer nothing.
+        return rd.drain().await;
+    }
+    if after_eof {
+        rd.drain().await?;
+    }
+    let step = if pace.bytes == 0 {
+        8192
+    } else {
+        u64::from(pace.bytes)
     };
     let answer = async {
         let mut offset = 0u64;
         while offset < u64::from(response_len) {
-            let n = (u64::from(response_len) - offset).min(8192);
+            if offset > 0 && !pace.gap.is_zero() {
+                tokio::time::sleep(pace.gap).await;
+            }
+            let n = (u64::from(response_len) - offset).min(step);
             let mut chunk: Vec<u8> = (offset..offset + n)
                 .map(|o| response_byte(seed, id, o))
                 .collect();
             if kind == Some(SecondaryKind::Garbage) && offset + n >= u64::from(response_len) / 2 {
                 chunk.iter_mut().for_each(|b| *b = !*b);
             }
-            if kind.is_none() {
-                shared
-                    .borrow_mut()
-                    .primary_sent
-                    .entry(id)
+            {
+                let mut s = shared.borrow_mut();
+                if kind.is_none() {
+                    s.primary_sent
+                        .entry(id)
+                        .or_default()
+                        .extend_from_slice(&chunk);
+                }
+                s.answered
+                    .entry((host, id))
                     .or_default()
                     .extend_from_slice(&chunk);
             }
             wr.write_all(&chunk).await?;
             offset += n;
         }
-        if kind.is_none() {
-            shared.borrow_mut().primary_sent.entry(id).or_default();
+        {
+            let mut s = shared.borrow_mut();
+            if kind.is_none() {
+                s.primary_sent.entry(id).or_default();
+            }
+            s.answered.entry((host, id)).or_default();
         }
         wr.shutdown().await
     };
-    let (a, d) = tokio::join!(answer, drain);
+    if after_eof {
+        return answer.await;
+    }
+    let (a, d) = tokio::join!(answer, rd.drain());
     a.and(d)
 }

@@ -23,10 +23,14 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
+    let addr = stream.local_addr().ok().map(|a| a.to_string());
     let (mut rd, mut wr) = crate::conn::split(stream);
     let request = plan.lines.concat();
     let limit = plan.vanish_after.map_or(request.len(), |v| v as usize);
-    let mut result = ClientResult::default();
+    let mut result = ClientResult {
+        addr,
+        ..ClientResult::default()
+    };
 
     // What the reader tells the writer: answer lines heard so far, and whether it hit the end.
     let heard = Cell::new(0usize);
@@ -60,6 +64,7 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
         tokio::time::sleep(plan.stall).await;
         let mut buf = vec![0u8; 4096];
         let mut received = Vec::new();
+        let mut arrivals = Vec::new();
         let outcome = loop {
             if !plan.read_delay.is_zero() {
                 tokio::time::sleep(plan.read_delay).await;
@@ -68,6 +73,7 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
                     received.extend_from_slice(&buf[..n]);
+                    arrivals.push((received.len() as u64, now()));
                     heard.set(heard.get() + buf[..n].iter().filter(|&&c| c == b'\n').count());
                     progress.notify_one();
                 }
@@ -76,10 +82,11 @@ pub async fn client(plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
         };
         ended.set(true);
         progress.notify_one();
-        (received, outcome)
+        (received, arrivals, outcome)
     };
-    let (_, (received, outcome)) = tokio::join!(writer, reader);
+    let (_, (received, arrivals, outcome)) = tokio::join!(writer, reader);
     result.received = received;
+    result.arrivals = arrivals;
     result.error = outcome.err().map(|e| e.to_string());
     result.done_at = Some(now());
     shared.borrow_mut().clients.insert(plan.id, result);

@@ -220,35 +220,52 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>) -> ExitCode {
 fn mutants(seeds: u64) -> ExitCode {
     use fanout_engine::mutants::Mutant;
     let mut missed = 0;
-    let first_failure = |scenario: Scenario| {
-        (0..seeds).find_map(|seed| run(scenario, seed).failure.map(|why| (scenario, seed, why)))
+    // The first seed on which the aimed oracle fails (else the first on which any does), and
+    // which oracles did.
+    let first_failure = |scenario: Scenario, oracle: &str| {
+        let mut unrelated = None;
+        for seed in 0..seeds {
+            let r = run(scenario, seed);
+            if let Some(why) = r.failure {
+                if r.oracles_failed.contains(&oracle) {
+                    return Some((seed, r.oracles_failed, why));
+                }
+                unrelated.get_or_insert((seed, r.oracles_failed, why));
+            }
+        }
+        unrelated
     };
     for m in Mutant::ALL {
-        let (aimed, reason) = fanout_sim::mutants::aimed(m);
-        let caught = fanout_sim::mutants::with(Some(m), || first_failure(aimed));
+        let aim = fanout_sim::mutants::aimed(m);
+        let caught = fanout_sim::mutants::with(Some(m), || first_failure(aim.scenario, aim.oracle));
         match caught {
-            Some((s, seed, why)) => println!(
-                "{:<32} caught  by {} seed {seed} ({reason}): {why}",
+            Some((seed, oracles, why)) if oracles.contains(&aim.oracle) => println!(
+                "{:<34} caught  by {} on {} seed {seed} (also failed: {:?}; aimed: {}): {why}",
                 m.name(),
-                s.name()
+                aim.oracle,
+                aim.scenario.name(),
+                oracles,
+                aim.why
             ),
+            Some((seed, oracles, why)) => {
+                missed += 1;
+                println!(
+                    "{:<34} caught  only by unrelated oracles {oracles:?} on {} seed {seed}, not by {} (aimed: {}): {why}",
+                    m.name(),
+                    aim.scenario.name(),
+                    aim.oracle,
+                    aim.why
+                );
+            }
             None => {
                 missed += 1;
-                let elsewhere = fanout_sim::mutants::with(Some(m), || {
-                    Scenario::ALL
-                        .iter()
-                        .filter(|&&s| s != aimed)
-                        .find_map(|&s| first_failure(s))
-                });
-                match elsewhere {
-                    Some((s, seed, why)) => println!(
-                        "{:<32} missed  by {} (aimed: {reason}); only {} seed {seed} caught it: {why}",
-                        m.name(),
-                        aimed.name(),
-                        s.name()
-                    ),
-                    None => println!("{:<32} missed  by every scenario", m.name()),
-                }
+                println!(
+                    "{:<34} missed  by every oracle on {} seeds 0..{seeds} ({} was aimed: {})",
+                    m.name(),
+                    aim.scenario.name(),
+                    aim.oracle,
+                    aim.why
+                );
             }
         }
     }

@@ -26,37 +26,88 @@ pub fn with<T>(mutant: Option<Mutant>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The scenario built to catch each mutant, and why it does: `fanout-sim mutants` runs it first
-/// and requires it to catch the mutant.
-pub fn aimed(m: Mutant) -> (Scenario, &'static str) {
-    match m {
+/// What is aimed at a mutant: the scenario built to catch it, the oracle (as
+/// [`crate::oracle::Failure::oracle`] names it) that must, and why it does. `fanout-sim mutants`
+/// runs that scenario and requires that oracle among the ones that fail.
+#[derive(Clone, Copy, Debug)]
+pub struct Aim {
+    pub scenario: Scenario,
+    pub oracle: &'static str,
+    pub why: &'static str,
+}
+
+/// The aim at each mutant (see [`Aim`]).
+pub fn aimed(m: Mutant) -> Aim {
+    let (scenario, oracle, why) = match m {
         Mutant::DropTailAfterEof => (
             Scenario::RelayHealthy,
-            "a response's last chunk is still queued for the client when the primary's EOF arrives",
+            "report",
+            "a response's last chunk is still queued for the client when the primary's EOF arrives; the sim's driver still delivers what it was handed before the close, so the client hears it all, but the primary's leg, closed without its FIN, can only end by the idle timer",
         ),
         Mutant::SecondaryBackpressuresClient => (
             Scenario::DuplexSlowReader,
-            "a secondary that never keeps up holds the client paused, so its session never ends",
+            "isolation",
+            "a secondary that never keeps up holds the client paused, so its bytes arrive later than without it",
         ),
         Mutant::ForgetSessionOnReset => (
             Scenario::DuplexReset,
+            "report",
             "every session's secondary resets, which must not end (or mark) the primary's leg",
         ),
         Mutant::OutputJumpsPendingEffect => (
             Scenario::InterceptEffects,
+            "rewritten-stream",
             "pipelined lines after an ASK are answered before its effect completes",
         ),
         Mutant::AnswersEscapeFlowControl => (
             Scenario::InterceptStalledClient,
+            "invariant",
             "a client stops reading while its rewritten answers keep coming",
         ),
         Mutant::FinBeforePendingEffect => (
             Scenario::InterceptEffects,
+            "rewritten-stream",
             "the primary's EOF arrives while a last ASK line's effect is pending: no client FIN before its answer",
         ),
         Mutant::SecondaryMemoryUnbounded => (
             Scenario::DuplexMemoryCap,
+            "invariant",
             "8-24 uploads at once to never-reading secondaries pass a cap of half a budget to two budgets many times over",
         ),
+        Mutant::SecondaryLosesPendingRequest => (
+            Scenario::DuplexLatency,
+            "request-bytes",
+            "a latency spike on the secondary's link keeps its connect pending while clients send",
+        ),
+        Mutant::ResumeAtHighWater => (
+            Scenario::SlowClient,
+            "hysteresis",
+            "slow readers keep the primary pausing and resuming around the client's water marks",
+        ),
+        Mutant::IdleFromSessionStart => (
+            Scenario::SlowBackend,
+            "client-bytes",
+            "answers trickle in for longer than the idle timeout, so a timer blind to activity cuts them",
+        ),
+        Mutant::EqualLengthsMatch => (
+            Scenario::DuplexGarbage,
+            "report",
+            "the lying secondary answers the primary's length with other bytes",
+        ),
+        Mutant::ClientFinWaitsForSecondaries => (
+            Scenario::DuplexSlowReader,
+            "isolation",
+            "half-closing clients' primaries answer after the request's EOF, which the slow secondary must not delay",
+        ),
+        Mutant::AcceptGateOffByOne => (
+            Scenario::AcceptGate,
+            "invariant",
+            "10-30 clients arrive at once at a gate of 2-4 connections",
+        ),
+    };
+    Aim {
+        scenario,
+        oracle,
+        why,
     }
 }

@@ -48,6 +48,16 @@ pub struct Observer {
     pub secondaries_closed: BTreeMap<SockId, bool>,
     /// The secondaries were seen over the cap (reported once).
     over_cap_seen: bool,
+    /// More clients were seen open than `max_connections` (reported once).
+    over_gate_seen: bool,
+    /// Sockets paused by a `PauseRead` and not yet resumed or closed.
+    paused: BTreeSet<SockId>,
+    /// Sockets resumed by the step being handled: checked against the low-water mark after it.
+    step_resumed: Vec<SockId>,
+    /// Water-mark violations (the hysteresis oracle): a resume before the destinations it
+    /// paused for drained to the low-water mark, a pause of a paused socket, a resume of one
+    /// that was not paused.
+    pub flow_violations: Vec<String>,
 }
 
 /// Shortens a trace line whose payload is long.
@@ -89,6 +99,7 @@ impl Observer {
             _ => {}
         }
         self.step_written = 0;
+        self.step_resumed.clear();
         self.step_read = match event {
             Event::Read { sock, data } if sock.peer == Peer::Client => data.len() as u64,
             _ => 0,
@@ -109,8 +120,23 @@ impl Observer {
             eprint!("out {}", abbreviate(&line));
         }
         self.trace.update(line.as_bytes());
-        if matches!(cmd, Command::PauseRead { .. }) {
-            self.pauses += 1;
+        match cmd {
+            Command::PauseRead { sock } => {
+                self.pauses += 1;
+                if !self.paused.insert(*sock) {
+                    self.flow_violation(format!("{sock} paused twice without a resume"));
+                }
+            }
+            Command::ResumeRead { sock } => {
+                if !self.paused.remove(sock) {
+                    self.flow_violation(format!("{sock} resumed while not paused"));
+                }
+                self.step_resumed.push(*sock);
+            }
+            Command::Close { sock } => {
+                self.paused.remove(sock);
+            }
+            _ => {}
         }
         match cmd {
             Command::Write { sock, data } if self.secondaries.contains(sock) => {
@@ -200,8 +226,46 @@ impl Observer {
                 ));
             }
         }
+        if engine.open_clients() > cfg.max_connections && !self.over_gate_seen {
+            self.over_gate_seen = true;
+            over.push(format!(
+                "{} clients open, past max_connections of {}",
+                engine.open_clients(),
+                cfg.max_connections
+            ));
+        }
+        let low_water = cfg.low_water;
         for v in over {
             self.violation(v);
+        }
+        self.check_resumes(engine, low_water);
+    }
+
+    /// Hysteresis: a socket resumed in this step fed destinations that now hold at most the
+    /// low-water mark. A client's reads feed its session's backends that are not secondaries;
+    /// a backend's reads feed the client. (Bytes held behind effects count too but are not
+    /// visible here, so this can only miss a resume, never invent one.)
+    fn check_resumes<I: Interceptor>(&mut self, engine: &Engine<I>, low_water: u64) {
+        for sock in std::mem::take(&mut self.step_resumed) {
+            let worst = engine
+                .unflushed()
+                .filter(|(d, _)| d.conn == sock.conn && *d != sock)
+                .filter(|(d, _)| match sock.peer {
+                    Peer::Client => engine.role(*d).is_some_and(|r| r != Role::Secondary),
+                    Peer::Backend(_) => d.peer == Peer::Client,
+                })
+                .max_by_key(|(_, n)| *n);
+            if let Some((dest, n)) = worst.filter(|(_, n)| *n > low_water) {
+                self.flow_violation(format!(
+                    "{sock} resumed while {dest} still holds {n} bytes, above the low-water mark of {low_water}"
+                ));
+            }
+        }
+    }
+
+    fn flow_violation(&mut self, what: String) {
+        if self.flow_violations.len() < 16 {
+            self.flow_violations.push(what);
         }
     }
 

@@ -20,8 +20,11 @@ pub struct RunResult {
     pub seed: u64,
     /// Hex digest of the engine's inputs and outputs over the run.
     pub digest: u64,
-    /// The first oracle that failed, if any.
+    /// Every oracle that failed, each with its first violation (`oracle: what`, joined by
+    /// `; `), if any did.
     pub failure: Option<String>,
+    /// The names of the oracles that failed (see `oracle.rs`).
+    pub oracles_failed: Vec<&'static str>,
     pub steps: u64,
     pub sessions: u64,
     /// Socket failures the engine saw.
@@ -133,16 +136,22 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
             })
         }
     };
-    let mut hosts = vec![("primary".to_string(), None)];
+    let mut hosts = vec![("primary".to_string(), None, plan.primary_pace)];
     for (i, kind) in plan.secondaries.iter().enumerate() {
-        hosts.push((format!("secondary{}", i + 1), Some(*kind)));
+        hosts.push((
+            format!("secondary{}", i + 1),
+            Some(*kind),
+            Default::default(),
+        ));
     }
-    for (name, kind) in hosts {
+    for (host, (name, kind, pace)) in hosts.into_iter().enumerate() {
         let (seed, shared) = (plan.seed, shared.clone());
         if plan.effects.is_some() {
             sim.host(name, line_hosts::echo_backend);
         } else {
-            sim.host(name, move || hosts::backend(seed, kind, shared.clone()));
+            sim.host(name, move || {
+                hosts::backend(seed, host, kind, pace, shared.clone())
+            });
         }
     }
     for c in &plan.clients {
@@ -150,7 +159,10 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         if plan.effects.is_some() {
             sim.client(format!("client{}", c.id), line_hosts::client(c, shared));
         } else {
-            sim.client(format!("client{}", c.id), hosts::client(c, shared));
+            sim.client(
+                format!("client{}", c.id),
+                hosts::client(plan.seed, c, shared),
+            );
         }
     }
     // The auditor outlives the clients by every deadline, so the engine's last timers have fired
@@ -217,6 +229,7 @@ fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         Fault::Crash(h) => sim.crash(h.as_str()),
         Fault::Bounce(h) => sim.bounce(h.as_str()),
         Fault::Latency(h, d) => sim.set_link_max_message_latency("proxy", h.as_str(), *d),
+        Fault::FixedLatency(h, d) => sim.set_link_latency("proxy", h.as_str(), *d),
     }
 }
 
@@ -230,17 +243,23 @@ pub fn run(scenario: Scenario, seed: u64) -> RunResult {
 pub fn run_plan(plan: &Plan) -> RunResult {
     let (scenario, seed) = (plan.scenario, plan.seed);
     let seen = simulate(plan);
-    let mut failure = oracle::check(plan, &seen).err();
-    if failure.is_none() && scenario.is_duplex() {
-        let twin_plan = plan.without_secondaries();
-        let twin = simulate(&twin_plan);
-        failure = oracle::same_for_clients(plan, &seen, &twin).err();
-    }
+    let twin = scenario
+        .is_duplex()
+        .then(|| simulate(&plan.without_secondaries()));
+    let failed = oracle::check_all(plan, &seen, twin.as_ref());
+    let failure = (!failed.is_empty()).then(|| {
+        failed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
     RunResult {
         scenario,
         seed,
         digest: seen.obs.digest(),
         failure,
+        oracles_failed: failed.iter().map(|f| f.oracle).collect(),
         steps: seen.obs.steps,
         sessions: seen.obs.accepted,
         failures: seen.obs.failures,

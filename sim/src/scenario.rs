@@ -1,6 +1,7 @@
 //! Scenarios, and the plan every knob of a run is derived from: one seed in, one [`Plan`] out.
 
 use crate::effects::EffectPlan;
+use crate::hosts::Pace;
 use fanout_engine::Config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,10 +61,33 @@ pub enum Scenario {
     /// detaches secondaries their budget would have kept. (Last, as scenarios seed their plans
     /// by their place here.)
     DuplexMemoryCap,
+    /// Relay; the primary answers 16–128 bytes at a time, 5–10 ms apart, for 1–4 s, with an
+    /// idle timeout of 1 s: sessions stay busy far longer than the idle timeout, so only an idle
+    /// timer that counts from the last byte lets them finish. Stresses the client-bytes oracle
+    /// (a session cut early leaves its client a short answer) and the report's outcomes.
+    SlowBackend,
+    /// Duplex; the primary's link holds messages (at most 0.8 s, under the connect timeout) and
+    /// has latency spikes (at most 0.4 s). Stresses isolation (the twin keeps the primary's
+    /// faults, so every byte must still arrive at the same instant) and the report's digests.
+    PrimaryLinkFaults,
+    /// Duplex; some clients' links hold messages and have latency spikes. Stresses client bytes
+    /// and isolation under faults the proxy cannot see coming.
+    ClientLinkFaults,
+    /// Duplex with two or three secondaries of mixed kinds (honest, lying, slow, never reading).
+    /// Stresses the report (each secondary's verdict against what its own host wrote) and
+    /// request bytes (every secondary hears every client byte, in order).
+    DuplexSecondaries,
+    /// Duplex; 100–110 short sessions at once. Stresses request bytes and the report (every
+    /// session paired with its client by address) at scale, and the shared caps.
+    ManySessions,
+    /// Relay; 10–30 clients at once against `max_connections` of 2–4: the accept gate holds the
+    /// rest in the listen queue. Stresses the invariant that no more clients are open than the
+    /// limit, and liveness (a gate that never reopens strands clients).
+    AcceptGate,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 27] = [
         Scenario::RelayHealthy,
         Scenario::DuplexPartition,
         Scenario::DuplexHold,
@@ -79,12 +103,18 @@ impl Scenario {
         Scenario::ClientHalfClose,
         Scenario::ClientVanish,
         Scenario::SlowClient,
+        Scenario::SlowBackend,
         Scenario::Churn,
         Scenario::InterceptEffects,
         Scenario::InterceptEffectTimeout,
         Scenario::InterceptBackendCrash,
         Scenario::InterceptStalledClient,
         Scenario::InterceptChurn,
+        Scenario::PrimaryLinkFaults,
+        Scenario::ClientLinkFaults,
+        Scenario::DuplexSecondaries,
+        Scenario::ManySessions,
+        Scenario::AcceptGate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,12 +134,18 @@ impl Scenario {
             Scenario::ClientHalfClose => "client-half-close",
             Scenario::ClientVanish => "client-vanish",
             Scenario::SlowClient => "slow-client",
+            Scenario::SlowBackend => "slow-backend",
             Scenario::Churn => "churn",
             Scenario::InterceptEffects => "intercept-effects",
             Scenario::InterceptEffectTimeout => "intercept-effect-timeout",
             Scenario::InterceptBackendCrash => "intercept-backend-crash",
             Scenario::InterceptStalledClient => "intercept-stalled-client",
             Scenario::InterceptChurn => "intercept-churn",
+            Scenario::PrimaryLinkFaults => "primary-link-faults",
+            Scenario::ClientLinkFaults => "client-link-faults",
+            Scenario::DuplexSecondaries => "duplex-secondaries",
+            Scenario::ManySessions => "many-sessions",
+            Scenario::AcceptGate => "accept-gate",
         }
     }
 
@@ -121,7 +157,7 @@ impl Scenario {
     pub fn is_duplex(self) -> bool {
         use Scenario::*;
         match self {
-            RelayHealthy | PrimaryCrash | SlowClient => false,
+            RelayHealthy | PrimaryCrash | SlowClient | SlowBackend | AcceptGate => false,
             InterceptChurn => true,
             _ => !self.is_intercept(),
         }
@@ -168,6 +204,10 @@ pub enum Fault {
     Bounce(String),
     /// Sets the proxy↔host link's maximum latency.
     Latency(String, Duration),
+    /// Sets the proxy↔host link's latency, the same for every message: unlike [`Fault::Latency`]
+    /// it draws nothing from turmoil's RNG, so a run and its twin without secondaries still
+    /// see the same timing (what isolation compares).
+    FixedLatency(String, Duration),
 }
 
 /// One client's script.
@@ -210,6 +250,8 @@ pub struct Plan {
     pub primary_crashes: bool,
     /// Intercept scenarios: the effect model's knobs (the proxy runs the line rewriter).
     pub effects: Option<EffectPlan>,
+    /// How the primary paces its answers.
+    pub primary_pace: Pace,
 }
 
 fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
@@ -253,13 +295,16 @@ impl Plan {
         let n_clients = match scenario {
             Churn => rng.random_range(20..=40),
             DuplexMemoryCap => rng.random_range(8..=24),
+            ManySessions => rng.random_range(100..=110),
+            AcceptGate => rng.random_range(10..=30),
             _ => rng.random_range(1..=12),
         };
         let mut clients = Vec::new();
         for id in 0..n_clients {
             let big = matches!(scenario, SlowClient | DuplexSlowReader);
             let (req_max, resp_max) = match scenario {
-                Churn => (2_000, 8_000),
+                Churn | AcceptGate => (2_000, 8_000),
+                ManySessions => (1_000, 4_000),
                 DuplexNeverReads => (600_000, 100_000),
                 _ if big => (160_000, 400_000),
                 _ => (64_000, 200_000),
@@ -276,7 +321,7 @@ impl Plan {
                     0,
                     match scenario {
                         Churn => 4_000,
-                        DuplexMemoryCap => 100,
+                        DuplexMemoryCap | ManySessions | AcceptGate => 100,
                         _ => 500,
                     },
                 ),
@@ -303,7 +348,17 @@ impl Plan {
             DuplexReset => SecondaryKind::Resets,
             _ => SecondaryKind::Honest,
         };
-        let secondaries = if scenario.is_duplex() {
+        let secondaries = if scenario == DuplexSecondaries {
+            let kinds = [
+                SecondaryKind::Honest,
+                SecondaryKind::Garbage,
+                SecondaryKind::SlowReader,
+                SecondaryKind::NeverReads,
+            ];
+            (0..rng.random_range(2..=3))
+                .map(|_| kinds[rng.random_range(0..kinds.len())])
+                .collect()
+        } else if scenario.is_duplex() {
             vec![secondary_kind]
         } else {
             vec![]
@@ -342,12 +397,59 @@ impl Plan {
                 faults.push((end, Fault::Bounce("primary".into())));
             }
             Churn => faults = secondary_churn(&mut rng, start),
+            PrimaryLinkFaults => {
+                let p = "primary".to_string();
+                faults.push((start, Fault::Hold(p.clone())));
+                let released = start + ms(&mut rng, 50, 800);
+                faults.push((released, Fault::Release(p.clone())));
+                let spike = released + ms(&mut rng, 0, 300);
+                faults.push((spike, Fault::FixedLatency(p.clone(), ms(&mut rng, 20, 400))));
+                let calm = spike + ms(&mut rng, 50, 800);
+                faults.push((calm, Fault::FixedLatency(p, Duration::from_millis(1))));
+            }
+            ClientLinkFaults => {
+                for c in clients
+                    .iter()
+                    .filter(|_| rng.random_bool(0.5))
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+                {
+                    let h = format!("client{c}");
+                    let at = ms(&mut rng, 0, 800);
+                    let (on, off) = if rng.random_bool(0.5) {
+                        (Fault::Hold(h.clone()), Fault::Release(h.clone()))
+                    } else {
+                        (
+                            Fault::FixedLatency(h.clone(), ms(&mut rng, 20, 400)),
+                            Fault::FixedLatency(h.clone(), Duration::from_millis(1)),
+                        )
+                    };
+                    faults.push((at, on));
+                    faults.push((at + ms(&mut rng, 50, 800), off));
+                }
+                faults.sort_by_key(|(t, _)| *t);
+            }
             _ => {}
         }
         let heal_at = faults.last().map(|(t, _)| *t).unwrap_or_default();
         let mut cfg = sim_config(secondaries.len() as u16);
         if scenario == DuplexMemoryCap {
             cfg.secondary_memory = cfg.secondary_budget * rng.random_range(1..=4) / 2;
+        }
+        if scenario == AcceptGate {
+            cfg.max_connections = rng.random_range(2..=4);
+        }
+        let mut primary_pace = Pace::default();
+        if scenario == SlowBackend {
+            cfg.idle_timeout = Duration::from_secs(1);
+            primary_pace = Pace {
+                bytes: rng.random_range(16..=128),
+                gap: ms(&mut rng, 5, 10),
+            };
+            for c in &mut clients {
+                let writes = rng.random_range(200..=400);
+                c.response_len = primary_pace.bytes * writes;
+            }
         }
         Plan {
             scenario,
@@ -359,6 +461,7 @@ impl Plan {
             heal_at,
             primary_crashes,
             effects: None,
+            primary_pace,
         }
     }
 
@@ -460,6 +563,7 @@ impl Plan {
             heal_at,
             primary_crashes,
             effects: Some(effects),
+            primary_pace: Pace::default(),
         }
     }
 
@@ -468,7 +572,9 @@ impl Plan {
         let mut twin = self.clone();
         twin.secondaries.clear();
         twin.cfg.secondaries = 0;
-        twin.faults.retain(|(_, f)| !f.names(SECONDARY));
+        let secondary =
+            |f: &Fault| (1..=self.secondaries.len()).any(|i| f.names(&format!("secondary{i}")));
+        twin.faults.retain(|(_, f)| !secondary(f));
         twin
     }
 }
@@ -526,7 +632,8 @@ fn line_script(
 }
 
 impl Fault {
-    fn names(&self, host: &str) -> bool {
+    /// Whether the fault strikes host `host` (or its link to the proxy).
+    pub fn names(&self, host: &str) -> bool {
         match self {
             Fault::Partition(h)
             | Fault::Repair(h)
@@ -534,7 +641,8 @@ impl Fault {
             | Fault::Release(h)
             | Fault::Crash(h)
             | Fault::Bounce(h)
-            | Fault::Latency(h, _) => h == host,
+            | Fault::Latency(h, _)
+            | Fault::FixedLatency(h, _) => h == host,
         }
     }
 }

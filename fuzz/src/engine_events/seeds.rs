@@ -191,6 +191,37 @@ pub fn seeds() -> Vec<(&'static str, Scenario)> {
         short(1, PRIMARY),
     ];
     out.push(("connects-fail-for-want-of-descriptors", ops));
+    // A session busy for three idle timeouts' worth of time, a few bytes every 6 s of a 10 s
+    // idle timeout: the idle timer counts from the last byte, so it never fires.
+    let mut ops = vec![Op::Accept];
+    ops.extend(connect_all(0));
+    for _ in 0..5 {
+        ops.extend([Op::Advance { ms: 6000 }, upload(0, 100), Op::FlushAll]);
+    }
+    out.push(("a-busy-session-outlives-the-idle-timeout", ops));
+    // The client's FIN reaches the primary as soon as the primary's queue is flushed, while the
+    // secondary still holds the request unflushed.
+    let mut ops = vec![Op::Accept];
+    ops.extend(connect_all(0));
+    ops.extend([
+        upload(0, 500),
+        primary_keeps_up(0),
+        Op::Eof {
+            conn: 0,
+            side: CLIENT,
+        },
+        Op::Eof {
+            conn: 0,
+            side: PRIMARY,
+        },
+        Op::FlushAll,
+    ]);
+    out.push(("the-client-fin-does-not-wait-for-a-lagging-secondary", ops));
+    // One client more than `max_connections` (4) arrives while none has left: it is refused.
+    out.push((
+        "the-accept-gate-holds-at-max-connections",
+        vec![Op::Accept; 5],
+    ));
     out.into_iter()
         .map(|(name, ops)| {
             (
