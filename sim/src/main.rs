@@ -1,7 +1,8 @@
 //! `fanout-sim`: run the simulation suite from the command line.
 //!
 //! ```text
-//! fanout-sim run --seeds 0..100 [--scenario NAME|all]   swarm: count passes, print failures
+//! fanout-sim run --seeds 0..100 [--scenario NAME|all] [--jobs N]
+//!                                                       swarm on N threads: count passes, print failures
 //! fanout-sim run --seed 7 --scenario NAME|all            one seed; last line is the digest
 //! fanout-sim list                                        the scenarios
 //! fanout-sim mutants [--seeds N]                         (sim-mutants) the oracles catch planted bugs
@@ -39,6 +40,10 @@ enum Cmd {
         /// With --seed: also print the report outcomes and backpressure counts.
         #[arg(short, long)]
         verbose: bool,
+        /// Seeds run at once, each on its own thread (default: the machine's cores). Every run is
+        /// deterministic on its own, and the output is in seed order whatever the value.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
         /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
         #[cfg(feature = "sim-mutants")]
         #[arg(long)]
@@ -108,9 +113,14 @@ fn main() -> ExitCode {
             seeds,
             scenario,
             verbose,
+            jobs,
             #[cfg(feature = "sim-mutants")]
             mutant,
         } => {
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
             let scenarios = match scenarios(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
@@ -120,7 +130,7 @@ fn main() -> ExitCode {
             };
             let go = || match (seed, seeds) {
                 (Some(seed), _) => run_one(&scenarios, seed, verbose),
-                (None, Some(range)) => swarm(&scenarios, range),
+                (None, Some(range)) => swarm(&scenarios, range, jobs),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
                     ExitCode::from(2)
@@ -180,33 +190,81 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
     }
 }
 
-fn swarm(scenarios: &[Scenario], seeds: Range<u64>) -> ExitCode {
-    let started = std::time::Instant::now();
+/// Runs every (scenario, seed) pair on `jobs` threads: each takes the next pair from a shared
+/// index, so a slow seed holds up only its own thread. Results are printed in (scenario, seed)
+/// order as soon as every earlier one is in; per scenario, the seeds/s its runs managed (runs over
+/// the wall-clock time they took together, divided by the threads).
+fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let started = Instant::now();
+    let pairs: Vec<(Scenario, u64)> = scenarios
+        .iter()
+        .flat_map(|&s| seeds.clone().map(move |seed| (s, seed)))
+        .collect();
+    let per_scenario = (seeds.end - seeds.start) as usize;
+    let jobs = jobs.clamp(1, pairs.len().max(1));
+    #[cfg(feature = "sim-mutants")]
+    let mutant = fanout_sim::mutants::current();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, fanout_sim::RunResult, Duration)>();
     let mut failures = 0usize;
-    let mut runs = 0usize;
-    for &s in scenarios {
-        let mut passed = 0usize;
-        for seed in seeds.clone() {
-            let r = run(s, seed);
-            runs += 1;
-            match &r.failure {
-                None => passed += 1,
-                Some(why) => {
-                    failures += 1;
-                    println!("FAIL {} seed {seed}: {why}", s.name());
-                    println!("  reproduce: {}", repro(s, seed));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (tx, next, pairs) = (tx.clone(), &next, &pairs);
+            scope.spawn(move || {
+                let work = || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(s, seed)) = pairs.get(i) else {
+                        return;
+                    };
+                    let t = Instant::now();
+                    let r = run(s, seed);
+                    if tx.send((i, r, t.elapsed())).is_err() {
+                        return;
+                    }
+                };
+                #[cfg(feature = "sim-mutants")]
+                fanout_sim::mutants::with(mutant, work);
+                #[cfg(not(feature = "sim-mutants"))]
+                work();
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut printed = 0usize;
+        let (mut passed, mut busy) = (0usize, Duration::ZERO);
+        for (i, r, took) in rx {
+            waiting.insert(i, (r, took));
+            while let Some((r, took)) = waiting.remove(&printed) {
+                busy += took;
+                match &r.failure {
+                    None => passed += 1,
+                    Some(why) => {
+                        failures += 1;
+                        println!("FAIL {} seed {}: {why}", r.scenario.name(), r.seed);
+                        println!("  reproduce: {}", repro(r.scenario, r.seed));
+                    }
+                }
+                printed += 1;
+                if printed % per_scenario == 0 {
+                    let secs = busy.as_secs_f64() / jobs as f64;
+                    println!(
+                        "{:<26} {passed}/{per_scenario} seeds passed ({:.1} seeds/s)",
+                        r.scenario.name(),
+                        per_scenario as f64 / secs.max(1e-9)
+                    );
+                    (passed, busy) = (0, Duration::ZERO);
                 }
             }
         }
-        println!(
-            "{:<20} {passed}/{} seeds passed",
-            s.name(),
-            seeds.end - seeds.start
-        );
-    }
+    });
+    let runs = pairs.len();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{runs} runs in {secs:.1}s ({:.1} seeds/s); {failures} failed",
+        "{runs} runs in {secs:.1}s on {jobs} thread(s) ({:.1} seeds/s); {failures} failed",
         runs as f64 / secs
     );
     if failures == 0 {

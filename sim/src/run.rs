@@ -77,6 +77,9 @@ impl EffectCounts {
 /// Virtual time the liveness phase may take after the last fault heals.
 const LIVENESS: Duration = Duration::from_secs(120);
 
+/// Virtual time the auditor waits, once the engine is idle, for bytes and FINs still on the wire.
+const GRACE: Duration = Duration::from_millis(100);
+
 /// Everything observed in one simulation.
 pub(crate) struct Observed {
     pub shared: Shared,
@@ -153,18 +156,38 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
             sim.client(format!("client{}", c.id), hosts::client(c, shared));
         }
     }
-    // The auditor outlives the clients by every deadline, so the engine's last timers have fired
-    // when the run ends and the quiescence oracle reads its final state.
+    // The auditor ends the run once every client is done, the engine is idle (no session, no
+    // timer, no effect the model still has to answer: the quiescence oracle reads this final
+    // state) and whatever the engine sent before its
+    // last close has arrived (every fault healed, the longest latency a fault set passed, then
+    // `GRACE`). An engine that never goes idle is given every deadline (`settle`) and no more.
     let settle = (plan.cfg.secondary_deadline + plan.cfg.connect_timeout)
         .max(plan.cfg.idle_timeout)
         + Duration::from_secs(2);
+    let in_flight = plan
+        .faults
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Fault::Latency(_, d) => Some(*d),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let arrived = heal + in_flight;
     {
-        let (shared, n) = (shared.clone(), plan.clients.len());
+        let (shared, n, obs, log) = (shared.clone(), plan.clients.len(), obs.clone(), log.clone());
         sim.client("auditor", async move {
+            let start = tokio::time::Instant::now();
             while shared.borrow().clients.len() < n {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(settle).await;
+            let give_up = tokio::time::Instant::now() + settle;
+            let quiet = || obs.borrow().engine_idle && log.borrow().in_flight() == 0;
+            while !quiet() && tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep_until((start + arrived).max(tokio::time::Instant::now())).await;
+            tokio::time::sleep(GRACE).await;
             Ok(())
         });
     }
