@@ -77,8 +77,8 @@ impl EffectCounts {
 /// Virtual time the liveness phase may take after the last fault heals.
 const LIVENESS: Duration = Duration::from_secs(120);
 
-/// Virtual time the auditor waits, once the engine is idle, for bytes and FINs still on the wire.
-const GRACE: Duration = Duration::from_millis(100);
+/// How long the world must be quiet (settled, nothing on the wire) before a run ends early.
+const GRACE: Duration = Duration::from_millis(50);
 
 /// Everything observed in one simulation.
 pub(crate) struct Observed {
@@ -156,43 +156,31 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
             sim.client(format!("client{}", c.id), hosts::client(c, shared));
         }
     }
-    // The auditor ends the run once every client is done, the engine is idle (no session, no
-    // timer, no effect the model still has to answer: the quiescence oracle reads this final
-    // state) and whatever the engine sent before its
-    // last close has arrived (every fault healed, the longest latency a fault set passed, then
-    // `GRACE`). An engine that never goes idle is given every deadline (`settle`) and no more.
+    // The auditor outlives the clients by every deadline: the run's upper bound. It ends sooner
+    // (`drive_until`) once every client is done, the engine is idle (no session, no timer), the
+    // effect model has answered every effect, and nothing has been on the wire for `GRACE`: the
+    // quiescence oracle reads that final state, and nothing is left that could change it.
     let settle = (plan.cfg.secondary_deadline + plan.cfg.connect_timeout)
         .max(plan.cfg.idle_timeout)
         + Duration::from_secs(2);
-    let in_flight = plan
-        .faults
-        .iter()
-        .filter_map(|(_, f)| match f {
-            Fault::Latency(_, d) => Some(*d),
-            _ => None,
-        })
-        .max()
-        .unwrap_or_default();
-    let arrived = heal + in_flight;
     {
-        let (shared, n, obs, log) = (shared.clone(), plan.clients.len(), obs.clone(), log.clone());
+        let (shared, n) = (shared.clone(), plan.clients.len());
         sim.client("auditor", async move {
-            let start = tokio::time::Instant::now();
             while shared.borrow().clients.len() < n {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let give_up = tokio::time::Instant::now() + settle;
-            let quiet = || obs.borrow().engine_idle && log.borrow().in_flight() == 0;
-            while !quiet() && tokio::time::Instant::now() < give_up {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            tokio::time::sleep_until((start + arrived).max(tokio::time::Instant::now())).await;
-            tokio::time::sleep(GRACE).await;
+            tokio::time::sleep(settle).await;
             Ok(())
         });
     }
 
-    let sim_error = drive(&mut sim, &plan.faults);
+    let n = plan.clients.len();
+    let settled = || {
+        shared.borrow().clients.len() >= n
+            && obs.borrow().engine_idle
+            && log.borrow().in_flight() == 0
+    };
+    let sim_error = drive_until(&mut sim, &plan.faults, settled);
     drop(sim);
     let shared = Rc::try_unwrap(shared)
         .map(RefCell::into_inner)
@@ -214,7 +202,19 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
 /// Steps the simulation to its end, applying each fault when its time comes. Returns turmoil's
 /// error, if any (a host failed, or the clients did not finish in time).
 pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) -> Option<String> {
+    drive_until(sim, faults, || false)
+}
+
+/// As [`drive`], and ends the run early once `settled()` holds and no message has been on any
+/// link (in flight, scheduled or held) for `GRACE` of virtual time: a quiet world stays quiet,
+/// so stepping it on to the clients' end would only cost time.
+pub(crate) fn drive_until(
+    sim: &mut turmoil::Sim<'_>,
+    faults: &[(Duration, Fault)],
+    mut settled: impl FnMut() -> bool,
+) -> Option<String> {
     let mut faults = faults.iter().peekable();
+    let mut quiet_since: Option<Duration> = None;
     loop {
         while let Some((at, fault)) = faults.peek() {
             if sim.elapsed() < *at {
@@ -228,7 +228,22 @@ pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) ->
             Ok(false) => {}
             Err(e) => return Some(e.to_string()),
         }
+        if settled() && wire_empty(sim) {
+            let since = *quiet_since.get_or_insert(sim.elapsed());
+            if sim.elapsed() >= since + GRACE {
+                return None;
+            }
+        } else {
+            quiet_since = None;
+        }
     }
+}
+
+/// No message on any link: none in flight, none scheduled, none held.
+fn wire_empty(sim: &turmoil::Sim<'_>) -> bool {
+    let mut empty = true;
+    sim.links(|mut links| empty = links.all(|mut link| link.next().is_none()));
+    empty
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
