@@ -38,6 +38,8 @@ pub struct ProxySpec {
     pub port: u16,
     /// Backend host names and ports, by `BackendId`.
     pub backends: Vec<(String, u16)>,
+    /// Records every engine input and output as a capture does (a failing seed's evidence).
+    pub capture: Option<crate::evidence::RecordingRef>,
 }
 
 enum Msg {
@@ -239,9 +241,15 @@ pub async fn run_proxy<I: Interceptor>(
             _ => None,
         };
         obs.borrow_mut().input(now, &event);
+        if let Some(c) = &spec.capture {
+            c.borrow_mut().input(now, &event);
+        }
         engine.handle(now, event);
         while let Some(cmd) = engine.poll_command() {
             obs.borrow_mut().output(&cmd, |s| socks.contains_key(&s));
+            if let Some(c) = &spec.capture {
+                c.borrow_mut().output(&cmd);
+            }
             match cmd {
                 Command::Connect { sock, upstream } => {
                     if sock.peer == Peer::Client {

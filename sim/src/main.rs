@@ -12,6 +12,7 @@
 use clap::{Parser, Subcommand};
 use fanout_sim::{repro, run, Scenario};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -44,6 +45,10 @@ enum Cmd {
         /// deterministic on its own, and the output is in seed order whatever the value.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         jobs: Option<u64>,
+        /// Where a failing seed writes its capture (`SCENARIO-SEED.fcap`), which
+        /// `fanout replay --engine` / `fanout-sim replay --engine` reproduce exactly.
+        #[arg(long, default_value = "target/sim-evidence")]
+        evidence: PathBuf,
         /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
         #[cfg(feature = "sim-mutants")]
         #[arg(long)]
@@ -51,10 +56,19 @@ enum Cmd {
     },
     /// List the scenarios.
     List,
-    /// Play a recorded capture's clients and backends as simulated hosts through the engine.
+    /// Play a recorded capture's clients and backends as simulated hosts through the engine;
+    /// with --engine, feed its inputs to the engine alone and check every recorded digest.
     Replay {
         /// The capture (its rotated segments FILE.1, FILE.2, ... are read too).
         file: String,
+        /// Replay the engine's inputs (as `fanout replay --engine`), with the interceptor the
+        /// capture's mode names: relay/duplex, or the intercept scenarios' line rewriter.
+        #[arg(long)]
+        engine: bool,
+        /// With --engine: switch on this deliberate engine bug (a capture of a mutant's run).
+        #[cfg(feature = "sim-mutants")]
+        #[arg(long, requires = "engine")]
+        mutant: Option<String>,
         /// Seed for fault timing and turmoil.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -69,6 +83,139 @@ enum Cmd {
         #[arg(long, default_value_t = fanout_sim::DEFAULT_SEEDS)]
         seeds: u64,
     },
+}
+
+/// Where failing seeds leave their captures, and the mutant the runs have switched on.
+struct Evidence {
+    dir: PathBuf,
+    #[cfg(feature = "sim-mutants")]
+    mutant: Option<&'static str>,
+}
+
+impl Evidence {
+    /// Runs `scenario` with `seed` again, recording, and writes the capture; returns the lines
+    /// that say where it is and how to replay it. `digest` is the failed run's, which the
+    /// recorded run must match (the run is deterministic).
+    fn leave(&self, scenario: Scenario, seed: u64, digest: u64) -> String {
+        #[cfg(feature = "sim-mutants")]
+        let (suffix, flag) = match self.mutant {
+            Some(m) => (format!("-{m}"), format!(" --mutant {m}")),
+            None => (String::new(), String::new()),
+        };
+        #[cfg(not(feature = "sim-mutants"))]
+        let (suffix, flag) = (String::new(), String::new());
+        let path = self
+            .dir
+            .join(format!("{}-{seed}{suffix}.fcap", scenario.name()));
+        let (bytes, outputs) = fanout_sim::run::capture(scenario, seed);
+        let again = fanout_sim::run(scenario, seed).digest;
+        let written = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
+        if let Err(e) = written {
+            return format!("  evidence: cannot write {}: {e}", path.display());
+        }
+        let path = path.display();
+        let mut lines = format!(
+            "  evidence: {path} (the engine's inputs; its outputs digest {outputs:016x})\n  replay:    fanout-sim replay --engine {path}{flag}"
+        );
+        if !scenario.is_intercept() && flag.is_empty() {
+            lines += &format!("\n             or: fanout replay --engine {path}");
+        }
+        #[cfg(feature = "sim-mutants")]
+        if let Some(m) = self.mutant {
+            lines += &format!(
+                "\n  with the mutant: cargo run -p fanout-sim --features sim-mutants -- run --seed {seed} --scenario {} --mutant {m}",
+                scenario.name()
+            );
+        }
+        if again != digest {
+            lines += &format!("\n  note: the seed ran to digest {again:016x} this time, not {digest:016x}: the run is not deterministic");
+        }
+        lines
+    }
+}
+
+#[cfg(feature = "sim-mutants")]
+fn find_mutant(name: &str) -> Option<fanout_engine::mutants::Mutant> {
+    use fanout_engine::mutants::Mutant;
+    let found = Mutant::ALL.into_iter().find(|m| m.name() == name);
+    if found.is_none() {
+        eprintln!("fanout-sim: unknown mutant {name:?}");
+    }
+    found
+}
+
+/// `fanout-sim replay --engine FILE`: every recorded input into a fresh engine (with the
+/// interceptor the header's mode names), every recorded digest checked.
+fn replay_engine(file: &str) -> ExitCode {
+    use fanout_engine::capture::{read_segments, segment_name, Replayer};
+    use fanout_engine::{Engine, Interceptor, Passthrough};
+    use fanout_sim::evidence::LINE_REWRITER_MODE;
+
+    fn go<I: Interceptor>(
+        capture: fanout_engine::capture::Capture,
+        hooks: I,
+    ) -> Result<String, String> {
+        let engine = Engine::with_interceptor(capture.header.config.clone(), hooks)
+            .map_err(|e| format!("the recorded config is refused: {e}"))?;
+        #[cfg(feature = "sim-mutants")]
+        let engine = {
+            let mut engine = engine;
+            engine.set_mutant(fanout_sim::mutants::current());
+            engine
+        };
+        let mut r = Replayer::new(engine);
+        for record in capture.records {
+            r.apply(record, |_| {})
+                .map_err(|d| format!("the replay diverged: {d}"))?;
+        }
+        if r.checked() == 0 {
+            return Err("the capture holds no Outputs digest to check against".into());
+        }
+        Ok(format!(
+            "reproduced {} inputs, {} commands, digest {:016x} ({} digest(s) checked)",
+            r.inputs(),
+            r.digest().count(),
+            r.digest().value(),
+            r.checked()
+        ))
+    }
+
+    let mut files = Vec::new();
+    for n in 0.. {
+        let name = segment_name(file, n);
+        match std::fs::File::open(&name) {
+            Ok(f) => files.push((name, std::io::BufReader::new(f))),
+            Err(e) if n == 0 => {
+                eprintln!("fanout-sim: cannot open {name}: {e}");
+                return ExitCode::from(2);
+            }
+            Err(_) => break,
+        }
+    }
+    let capture = match read_segments(files) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fanout-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match capture.header.mode.as_str() {
+        "relay" | "duplex" => go(capture, Passthrough),
+        LINE_REWRITER_MODE => go(capture, fanout_sim::interceptor::LineRewriter),
+        other => Err(format!(
+            "recorded by `{other}`, whose interceptor the simulator does not have"
+        )),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fanout-sim: {file}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_range(s: &str) -> Result<Range<u64>, String> {
@@ -107,13 +254,32 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "sim-mutants")]
         Cmd::Mutants { seeds } => mutants(seeds),
-        Cmd::Replay { file, seed, faults } => replay(&file, seed, &faults),
+        Cmd::Replay {
+            file,
+            engine: true,
+            #[cfg(feature = "sim-mutants")]
+            mutant,
+            ..
+        } => {
+            #[cfg(feature = "sim-mutants")]
+            if let Some(name) = mutant {
+                let Some(m) = find_mutant(&name) else {
+                    return ExitCode::from(2);
+                };
+                return fanout_sim::mutants::with(Some(m), || replay_engine(&file));
+            }
+            replay_engine(&file)
+        }
+        Cmd::Replay {
+            file, seed, faults, ..
+        } => replay(&file, seed, &faults),
         Cmd::Run {
             seed,
             seeds,
             scenario,
             verbose,
             jobs,
+            evidence,
             #[cfg(feature = "sim-mutants")]
             mutant,
         } => {
@@ -128,29 +294,35 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            #[cfg(feature = "sim-mutants")]
+            let chosen = match mutant.as_deref().map(find_mutant) {
+                Some(None) => return ExitCode::from(2),
+                Some(Some(m)) => Some(m),
+                None => None,
+            };
+            let evidence = Evidence {
+                dir: evidence,
+                #[cfg(feature = "sim-mutants")]
+                mutant: chosen.map(|m| m.name()),
+            };
             let go = || match (seed, seeds) {
-                (Some(seed), _) => run_one(&scenarios, seed, verbose),
-                (None, Some(range)) => swarm(&scenarios, range, jobs),
+                (Some(seed), _) => run_one(&scenarios, seed, verbose, &evidence),
+                (None, Some(range)) => swarm(&scenarios, range, jobs, &evidence),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
                     ExitCode::from(2)
                 }
             };
             #[cfg(feature = "sim-mutants")]
-            if let Some(name) = mutant {
-                use fanout_engine::mutants::Mutant;
-                let Some(m) = Mutant::ALL.into_iter().find(|m| m.name() == name) else {
-                    eprintln!("fanout-sim: unknown mutant {name:?}");
-                    return ExitCode::from(2);
-                };
-                return fanout_sim::mutants::with(Some(m), go);
+            if chosen.is_some() {
+                return fanout_sim::mutants::with(chosen, go);
             }
             go()
         }
     }
 }
 
-fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
+fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool, evidence: &Evidence) -> ExitCode {
     let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
     let mut failed = false;
     let mut last_digest = 0;
@@ -175,6 +347,7 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
         if r.failure.is_some() {
             failed = true;
             println!("  reproduce: {}", repro(s, seed));
+            println!("{}", evidence.leave(s, seed, r.digest));
         }
         digest.update(&r.digest.to_le_bytes());
     }
@@ -194,7 +367,7 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
 /// index, so a slow seed holds up only its own thread. Results are printed in (scenario, seed)
 /// order as soon as every earlier one is in; per scenario, the seeds/s its runs managed (runs over
 /// the wall-clock time they took together, divided by the threads).
-fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
+fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize, evidence: &Evidence) -> ExitCode {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
@@ -209,7 +382,8 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
     #[cfg(feature = "sim-mutants")]
     let mutant = fanout_sim::mutants::current();
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, fanout_sim::RunResult, Duration)>();
+    type Done = (usize, fanout_sim::RunResult, Duration, Option<String>);
+    let (tx, rx) = mpsc::channel::<Done>();
     let mut failures = 0usize;
     std::thread::scope(|scope| {
         for _ in 0..jobs {
@@ -222,7 +396,9 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
                     };
                     let t = Instant::now();
                     let r = run(s, seed);
-                    if tx.send((i, r, t.elapsed())).is_err() {
+                    let took = t.elapsed();
+                    let left = r.failure.as_ref().map(|_| evidence.leave(s, seed, r.digest));
+                    if tx.send((i, r, took, left)).is_err() {
                         return;
                     }
                 };
@@ -236,9 +412,9 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
         let mut waiting = std::collections::BTreeMap::new();
         let mut printed = 0usize;
         let (mut passed, mut busy) = (0usize, Duration::ZERO);
-        for (i, r, took) in rx {
-            waiting.insert(i, (r, took));
-            while let Some((r, took)) = waiting.remove(&printed) {
+        for (i, r, took, left) in rx {
+            waiting.insert(i, (r, took, left));
+            while let Some((r, took, left)) = waiting.remove(&printed) {
                 busy += took;
                 match &r.failure {
                     None => passed += 1,
@@ -246,6 +422,7 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize) -> ExitCode {
                         failures += 1;
                         println!("FAIL {} seed {}: {why}", r.scenario.name(), r.seed);
                         println!("  reproduce: {}", repro(r.scenario, r.seed));
+                        println!("{}", left.unwrap_or_default());
                     }
                 }
                 printed += 1;

@@ -3,6 +3,7 @@
 
 use crate::driver::{run_proxy, ProxySpec};
 use crate::effects::{EffectLog, EffectLogRef, EffectModel};
+use crate::evidence::{Recording, RecordingRef, LINE_REWRITER_MODE};
 use crate::hosts::{self, Shared, SharedRef, BACKEND_PORT, PROXY_PORT};
 use crate::interceptor::{LineRewriter, LONGEST_EFFECT_ANSWER};
 use crate::line_hosts;
@@ -92,6 +93,11 @@ pub(crate) struct Observed {
 
 /// Runs the plan's world once.
 pub(crate) fn simulate(plan: &Plan) -> Observed {
+    simulate_recording(plan, None)
+}
+
+/// Runs the plan's world once, recording the engine's inputs and outputs into `capture`.
+fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
     let heal = plan.heal_at;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(heal + LIVENESS)
@@ -118,6 +124,7 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         cfg: plan.cfg.clone(),
         port: PROXY_PORT,
         backends,
+        capture,
     };
     let obs2 = obs.clone();
     match &plan.effects {
@@ -293,6 +300,31 @@ pub fn run_plan(plan: &Plan) -> RunResult {
         ),
         effects: EffectCounts::of(plan, &seen.effects),
     }
+}
+
+/// The capture a run of `scenario` with `seed` leaves as evidence (see [`crate::evidence`]):
+/// the run with its secondaries, again, recorded. Returns the file's bytes and the digest of the
+/// engine's outputs it ends with, which a replay must print. With `sim-mutants`, the mutant
+/// switched on for this thread is in the recorded engine too.
+pub fn capture(scenario: Scenario, seed: u64) -> (Vec<u8>, u64) {
+    let plan = Plan::new(scenario, seed);
+    let mode = if scenario.is_intercept() {
+        LINE_REWRITER_MODE
+    } else if plan.cfg.secondaries > 0 {
+        "duplex"
+    } else {
+        "relay"
+    };
+    let mut backends = vec!["primary".to_string()];
+    backends.extend((1..=plan.secondaries.len()).map(|i| format!("secondary{i}")));
+    let run = crate::evidence::run_id(scenario.name(), seed);
+    let recording = Recording::new(mode, &plan.cfg, &backends, run).shared();
+    drop(simulate_recording(&plan, Some(recording.clone())));
+    let recording = Rc::try_unwrap(recording)
+        .map(RefCell::into_inner)
+        .expect("the simulation is over: nothing else holds the recording");
+    let digest = recording.digest();
+    (recording.finish(), digest)
 }
 
 /// The command that reproduces one seed.
