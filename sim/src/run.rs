@@ -9,7 +9,7 @@ use crate::interceptor::{LineRewriter, LONGEST_EFFECT_ANSWER};
 use crate::line_hosts;
 use crate::observe::Observer;
 use crate::oracle;
-use crate::scenario::{Fault, Plan, Scenario};
+use crate::scenario::{ClientPlan, Fault, Plan, Scenario};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -155,14 +155,29 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
             sim.host(name, move || hosts::backend(seed, kind, shared.clone()));
         }
     }
+    // A client joins the simulation when its start comes (with what is left of its wait): a
+    // host that only sleeps still costs turmoil a tick every step.
+    let mut starts: Vec<Start> = Vec::new();
     for c in &plan.clients {
-        let (c, shared) = (c.clone(), shared.clone());
-        if plan.effects.is_some() {
-            sim.client(format!("client{}", c.id), line_hosts::client(c, shared));
-        } else {
-            sim.client(format!("client{}", c.id), hosts::client(c, shared));
-        }
+        let (c, shared, lines) = (c.clone(), shared.clone(), plan.effects.is_some());
+        starts.push((
+            c.start_at,
+            Box::new(move |now: Duration| {
+                let name = format!("client{}", c.id);
+                let c = ClientPlan {
+                    start_at: c.start_at.saturating_sub(now),
+                    ..c
+                };
+                let software: ClientSoftware = if lines {
+                    Box::pin(line_hosts::client(c, shared))
+                } else {
+                    Box::pin(hosts::client(c, shared))
+                };
+                (name, software)
+            }),
+        ));
     }
+    starts.sort_by_key(|(at, _)| *at);
     // The auditor outlives the clients by every deadline: the run's upper bound. It ends sooner
     // (`drive_until`) once every client is done, the engine is idle (no session, no timer), the
     // effect model has answered every effect, and nothing has been on the wire for `GRACE`: the
@@ -187,7 +202,7 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
             && obs.borrow().engine_idle
             && log.borrow().in_flight() == 0
     };
-    let sim_error = drive_until(&mut sim, &plan.faults, settled);
+    let sim_error = drive_until(&mut sim, &plan.faults, starts, settled);
     drop(sim);
     let shared = Rc::try_unwrap(shared)
         .map(RefCell::into_inner)
@@ -209,18 +224,28 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
 /// Steps the simulation to its end, applying each fault when its time comes. Returns turmoil's
 /// error, if any (a host failed, or the clients did not finish in time).
 pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) -> Option<String> {
-    drive_until(sim, faults, || false)
+    drive_until(sim, faults, Vec::new(), || false)
 }
 
-/// As [`drive`], and ends the run early once `settled()` holds and no message has been on any
+/// A client host's software.
+type ClientSoftware = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>;
+
+/// A client that joins the simulation at a virtual time: given the time it joins, it names its
+/// host and gives its software.
+type Start = (Duration, Box<dyn FnOnce(Duration) -> (String, ClientSoftware)>);
+
+/// As [`drive`], starting each of `starts` (in time order) when its time comes, and ends the run
+/// early once `settled()` holds and no message has been on any
 /// link (in flight, scheduled or held) for `GRACE` of virtual time: a quiet world stays quiet,
 /// so stepping it on to the clients' end would only cost time.
 pub(crate) fn drive_until(
     sim: &mut turmoil::Sim<'_>,
     faults: &[(Duration, Fault)],
+    starts: Vec<Start>,
     mut settled: impl FnMut() -> bool,
 ) -> Option<String> {
     let mut faults = faults.iter().peekable();
+    let mut starts = starts.into_iter().peekable();
     let mut quiet_since: Option<Duration> = None;
     loop {
         while let Some((at, fault)) = faults.peek() {
@@ -229,6 +254,10 @@ pub(crate) fn drive_until(
             }
             apply(sim, fault);
             faults.next();
+        }
+        while let Some((_, start)) = starts.next_if(|(at, _)| *at <= sim.elapsed()) {
+            let (name, software) = start(sim.elapsed());
+            sim.client(name, software);
         }
         match sim.step() {
             Ok(true) => return None,
