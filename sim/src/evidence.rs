@@ -80,7 +80,7 @@ impl Recording {
     /// Records one input, exactly as it is about to be handed to the engine (after the commands
     /// of every earlier input went through [`Recording::output`]).
     pub fn input(&mut self, at: Instant, event: &Event) {
-        if self.inputs > 0 && self.inputs % CHECK_EVERY == 0 {
+        if self.inputs > 0 && self.inputs.is_multiple_of(CHECK_EVERY) {
             self.push(&self.outputs());
         }
         self.inputs += 1;

@@ -3,7 +3,9 @@
 //! ```text
 //! fanout-sim run --seeds 0..100 [--scenario NAME|all] [--jobs N]
 //!                                                       swarm on N threads: count passes, print failures
-//! fanout-sim run --seed 7 --scenario NAME|all            one seed; last line is the digest
+//! fanout-sim run --seed 7 --scenario NAME|all [--capture]  one seed; last line is the digest
+//!   (a failing seed writes its capture to --evidence DIR and prints how to replay it)
+//! fanout-sim replay --engine FILE [--mutant M]           a capture's inputs into the engine
 //! fanout-sim list                                        the scenarios
 //! fanout-sim mutants [--seeds N]                         (sim-mutants) the oracles catch planted bugs
 //! fanout-sim run --seed 7 --scenario NAME --mutant M     (sim-mutants) one run with one planted bug
@@ -49,6 +51,9 @@ enum Cmd {
         /// `fanout replay --engine` / `fanout-sim replay --engine` reproduce exactly.
         #[arg(long, default_value = "target/sim-evidence")]
         evidence: PathBuf,
+        /// With --seed: write the capture to the evidence directory even if the run passes.
+        #[arg(long, requires = "seed")]
+        capture: bool,
         /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
         #[cfg(feature = "sim-mutants")]
         #[arg(long)]
@@ -109,7 +114,8 @@ impl Evidence {
             .join(format!("{}-{seed}{suffix}.fcap", scenario.name()));
         let (bytes, outputs) = fanout_sim::run::capture(scenario, seed);
         let again = fanout_sim::run(scenario, seed).digest;
-        let written = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
+        let written =
+            std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
         if let Err(e) = written {
             return format!("  evidence: cannot write {}: {e}", path.display());
         }
@@ -280,6 +286,7 @@ fn main() -> ExitCode {
             verbose,
             jobs,
             evidence,
+            capture,
             #[cfg(feature = "sim-mutants")]
             mutant,
         } => {
@@ -306,7 +313,7 @@ fn main() -> ExitCode {
                 mutant: chosen.map(|m| m.name()),
             };
             let go = || match (seed, seeds) {
-                (Some(seed), _) => run_one(&scenarios, seed, verbose, &evidence),
+                (Some(seed), _) => run_one(&scenarios, seed, verbose, capture, &evidence),
                 (None, Some(range)) => swarm(&scenarios, range, jobs, &evidence),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
@@ -322,7 +329,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool, evidence: &Evidence) -> ExitCode {
+fn run_one(
+    scenarios: &[Scenario],
+    seed: u64,
+    verbose: bool,
+    capture: bool,
+    evidence: &Evidence,
+) -> ExitCode {
     let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
     let mut failed = false;
     let mut last_digest = 0;
@@ -347,6 +360,8 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool, evidence: &Evidence
         if r.failure.is_some() {
             failed = true;
             println!("  reproduce: {}", repro(s, seed));
+        }
+        if r.failure.is_some() || capture {
             println!("{}", evidence.leave(s, seed, r.digest));
         }
         digest.update(&r.digest.to_le_bytes());
@@ -397,7 +412,10 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize, evidence: &Evid
                     let t = Instant::now();
                     let r = run(s, seed);
                     let took = t.elapsed();
-                    let left = r.failure.as_ref().map(|_| evidence.leave(s, seed, r.digest));
+                    let left = r
+                        .failure
+                        .as_ref()
+                        .map(|_| evidence.leave(s, seed, r.digest));
                     if tx.send((i, r, took, left)).is_err() {
                         return;
                     }
@@ -426,7 +444,7 @@ fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize, evidence: &Evid
                     }
                 }
                 printed += 1;
-                if printed % per_scenario == 0 {
+                if printed.is_multiple_of(per_scenario) {
                     let secs = busy.as_secs_f64() / jobs as f64;
                     println!(
                         "{:<26} {passed}/{per_scenario} seeds passed ({:.1} seeds/s)",

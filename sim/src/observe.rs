@@ -1,11 +1,11 @@
 //! What the simulation watches at the engine boundary: a digest of every input and output, the
 //! invariants that must hold after every step, the reports, and the engine's final state.
 
+use fanout_engine::capture::{Encoder, OutputDigest, Record};
 use fanout_engine::{
     Command, Config, Engine, Event, Instant, Interceptor, Peer, Role, SessionReport, SockId,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use fanout_engine::capture::{Encoder, OutputDigest, Record};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::driver::READ_SIZE;

@@ -232,7 +232,10 @@ type ClientSoftware = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil
 
 /// A client that joins the simulation at a virtual time: given the time it joins, it names its
 /// host and gives its software.
-type Start = (Duration, Box<dyn FnOnce(Duration) -> (String, ClientSoftware)>);
+type Start = (
+    Duration,
+    Box<dyn FnOnce(Duration) -> (String, ClientSoftware)>,
+);
 
 /// As [`drive`], starting each of `starts` (in time order) when its time comes, and ends the run
 /// early once `settled()` holds and no message has been on any

@@ -15,7 +15,8 @@ fn replay<I: Interceptor>(capture: Capture, hooks: I) -> (u64, u64, u64) {
     let engine = Engine::with_interceptor(capture.header.config.clone(), hooks).unwrap();
     let mut r = Replayer::new(engine);
     for record in capture.records {
-        r.apply(record, |_| {}).expect("the replay reproduces the run");
+        r.apply(record, |_| {})
+            .expect("the replay reproduces the run");
     }
     (r.inputs(), r.checked(), r.digest().value())
 }
@@ -96,7 +97,9 @@ mod with_a_mutant {
         assert!(file.is_file(), "no capture at {path}:\n{out}");
         assert!(out.contains("SIM_SEED=0 cargo test"), "{out}");
         assert!(
-            out.contains(&format!("fanout-sim replay --engine {path} --mutant {MUTANT}")),
+            out.contains(&format!(
+                "fanout-sim replay --engine {path} --mutant {MUTANT}"
+            )),
             "{out}"
         );
         // The digest the failing run's engine emitted, as the evidence line states it.
@@ -108,7 +111,10 @@ mod with_a_mutant {
             .to_string();
 
         let (ok, out, err) = sim(&["replay", "--engine", path, "--mutant", MUTANT]);
-        assert!(ok, "the replay with the mutant must reproduce the run:\n{out}{err}");
+        assert!(
+            ok,
+            "the replay with the mutant must reproduce the run:\n{out}{err}"
+        );
         assert!(out.contains(&format!("digest {recorded}")), "{out}");
 
         // The correct engine does not emit what the mutant did: the capture pins the bug.
