@@ -9,9 +9,11 @@
 //! including the line rewriter of the intercept scenarios, mode [`LINE_REWRITER_MODE`], and with
 //! `--mutant M` the engine's deliberate bug the run had switched on).
 
+use crate::Scenario;
 use fanout_engine::capture::{Encoder, Header, OutputDigest, Record, Run, RunId};
 use fanout_engine::{Command, Config, Event, Instant};
 use std::cell::RefCell;
+use std::path::Path;
 use std::rc::Rc;
 
 /// The header mode of a capture whose engine ran the simulator's line rewriter
@@ -20,6 +22,48 @@ pub const LINE_REWRITER_MODE: &str = "fanout-sim line-rewriter";
 
 /// Inputs between two `Outputs` records: a replay that diverges says where, to within this many.
 const CHECK_EVERY: u64 = 256;
+
+/// Runs `scenario` with `seed` again, recording (with `mutant`, the name of the engine bug
+/// switched on for this thread, if any), writes the capture to `dir/SCENARIO-SEED[-MUTANT].fcap`
+/// and returns the lines that say where it is and how to replay it. `digest` is the failed run's:
+/// the recorded run must match it (runs are deterministic), and a note says so if it does not.
+pub fn leave(
+    dir: &Path,
+    scenario: Scenario,
+    seed: u64,
+    digest: u64,
+    mutant: Option<&str>,
+) -> String {
+    let (suffix, flag) = match mutant {
+        Some(m) => (format!("-{m}"), format!(" --mutant {m}")),
+        None => (String::new(), String::new()),
+    };
+    let path = dir.join(format!("{}-{seed}{suffix}.fcap", scenario.name()));
+    let (bytes, outputs, again) = crate::run::capture(scenario, seed);
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, bytes));
+    if let Err(e) = written {
+        return format!("  evidence: cannot write {}: {e}", path.display());
+    }
+    let path = path.display();
+    let mut lines = format!(
+        "  evidence: {path} (the engine's inputs; its outputs digest {outputs:016x})\n  replay:    fanout-sim replay --engine {path}{flag}"
+    );
+    if !scenario.is_intercept() && mutant.is_none() {
+        lines += &format!("\n             or: fanout replay --engine {path}");
+    }
+    if let Some(m) = mutant {
+        lines += &format!(
+            "\n  with the mutant: cargo run -p fanout-sim --features sim-mutants -- run --seed {seed} --scenario {} --mutant {m}",
+            scenario.name()
+        );
+    }
+    if again != digest {
+        lines += &format!(
+            "\n  note: recorded, the seed ran to digest {again:016x}, not {digest:016x}: the run is not deterministic"
+        );
+    }
+    lines
+}
 
 /// A capture being recorded in memory.
 #[derive(Debug)]

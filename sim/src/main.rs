@@ -98,45 +98,13 @@ struct Evidence {
 }
 
 impl Evidence {
-    /// Runs `scenario` with `seed` again, recording, and writes the capture; returns the lines
-    /// that say where it is and how to replay it. `digest` is the failed run's, which the
-    /// recorded run must match (the run is deterministic).
+    /// See [`fanout_sim::evidence::leave`].
     fn leave(&self, scenario: Scenario, seed: u64, digest: u64) -> String {
         #[cfg(feature = "sim-mutants")]
-        let (suffix, flag) = match self.mutant {
-            Some(m) => (format!("-{m}"), format!(" --mutant {m}")),
-            None => (String::new(), String::new()),
-        };
+        let mutant = self.mutant;
         #[cfg(not(feature = "sim-mutants"))]
-        let (suffix, flag) = (String::new(), String::new());
-        let path = self
-            .dir
-            .join(format!("{}-{seed}{suffix}.fcap", scenario.name()));
-        let (bytes, outputs) = fanout_sim::run::capture(scenario, seed);
-        let again = fanout_sim::run(scenario, seed).digest;
-        let written =
-            std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, bytes));
-        if let Err(e) = written {
-            return format!("  evidence: cannot write {}: {e}", path.display());
-        }
-        let path = path.display();
-        let mut lines = format!(
-            "  evidence: {path} (the engine's inputs; its outputs digest {outputs:016x})\n  replay:    fanout-sim replay --engine {path}{flag}"
-        );
-        if !scenario.is_intercept() && flag.is_empty() {
-            lines += &format!("\n             or: fanout replay --engine {path}");
-        }
-        #[cfg(feature = "sim-mutants")]
-        if let Some(m) = self.mutant {
-            lines += &format!(
-                "\n  with the mutant: cargo run -p fanout-sim --features sim-mutants -- run --seed {seed} --scenario {} --mutant {m}",
-                scenario.name()
-            );
-        }
-        if again != digest {
-            lines += &format!("\n  note: the seed ran to digest {again:016x} this time, not {digest:016x}: the run is not deterministic");
-        }
-        lines
+        let mutant = None;
+        fanout_sim::evidence::leave(&self.dir, scenario, seed, digest, mutant)
     }
 }
 

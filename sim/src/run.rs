@@ -335,10 +335,10 @@ pub fn run_plan(plan: &Plan) -> RunResult {
 }
 
 /// The capture a run of `scenario` with `seed` leaves as evidence (see [`crate::evidence`]):
-/// the run with its secondaries, again, recorded. Returns the file's bytes and the digest of the
-/// engine's outputs it ends with, which a replay must print. With `sim-mutants`, the mutant
-/// switched on for this thread is in the recorded engine too.
-pub fn capture(scenario: Scenario, seed: u64) -> (Vec<u8>, u64) {
+/// the run with its secondaries, again, recorded. Returns the file's bytes, the digest of the
+/// engine's outputs it ends with (which a replay prints) and the run's digest ([`RunResult`]'s).
+/// With `sim-mutants`, the mutant switched on for this thread is in the recorded engine too.
+pub fn capture(scenario: Scenario, seed: u64) -> (Vec<u8>, u64, u64) {
     let plan = Plan::new(scenario, seed);
     let mode = if scenario.is_intercept() {
         LINE_REWRITER_MODE
@@ -351,12 +351,14 @@ pub fn capture(scenario: Scenario, seed: u64) -> (Vec<u8>, u64) {
     backends.extend((1..=plan.secondaries.len()).map(|i| format!("secondary{i}")));
     let run = crate::evidence::run_id(scenario.name(), seed);
     let recording = Recording::new(mode, &plan.cfg, &backends, run).shared();
-    drop(simulate_recording(&plan, Some(recording.clone())));
+    let run_digest = simulate_recording(&plan, Some(recording.clone()))
+        .obs
+        .digest();
     let recording = Rc::try_unwrap(recording)
         .map(RefCell::into_inner)
         .expect("the simulation is over: nothing else holds the recording");
     let digest = recording.digest();
-    (recording.finish(), digest)
+    (recording.finish(), digest, run_digest)
 }
 
 /// The command that reproduces one seed.

@@ -24,7 +24,8 @@ fn replay<I: Interceptor>(capture: Capture, hooks: I) -> (u64, u64, u64) {
 #[test]
 fn a_seeds_capture_replays_to_the_outputs_digest_it_recorded() {
     for (scenario, seed) in [(Scenario::DuplexPartition, 3), (Scenario::RelayHealthy, 2)] {
-        let (bytes, outputs) = fanout_sim::run::capture(scenario, seed);
+        let (bytes, outputs, digest) = fanout_sim::run::capture(scenario, seed);
+        assert_eq!(digest, fanout_sim::run(scenario, seed).digest);
         let capture = decode(&bytes);
         assert!(["relay", "duplex"].contains(&capture.header.mode.as_str()));
         assert_eq!(
@@ -39,7 +40,7 @@ fn a_seeds_capture_replays_to_the_outputs_digest_it_recorded() {
 
 #[test]
 fn an_intercept_seeds_capture_replays_with_the_line_rewriter() {
-    let (bytes, outputs) = fanout_sim::run::capture(Scenario::InterceptEffects, 1);
+    let (bytes, outputs, _) = fanout_sim::run::capture(Scenario::InterceptEffects, 1);
     let capture = decode(&bytes);
     assert_eq!(capture.header.mode, LINE_REWRITER_MODE);
     let (_, checked, digest) = replay(capture, LineRewriter);
@@ -49,8 +50,8 @@ fn an_intercept_seeds_capture_replays_with_the_line_rewriter() {
 
 #[test]
 fn the_same_seed_captures_the_same_bytes() {
-    let (a, _) = fanout_sim::run::capture(Scenario::DuplexHold, 5);
-    let (b, _) = fanout_sim::run::capture(Scenario::DuplexHold, 5);
+    let (a, ..) = fanout_sim::run::capture(Scenario::DuplexHold, 5);
+    let (b, ..) = fanout_sim::run::capture(Scenario::DuplexHold, 5);
     assert!(a == b, "two captures of one seed differ");
 }
 
