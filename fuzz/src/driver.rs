@@ -617,7 +617,7 @@ impl<M: Model> Driver<M> {
             if b.outcome == Outcome::IdleTimeout {
                 assert!(
                     self.now.saturating_since(last) >= self.config().idle_timeout,
-                    "backend {:?} of {}: idle-timeout at {:?}, but bytes moved at {last:?}, less than the idle timeout before",
+                    "backend {:?} of {:?}: idle-timeout at {:?}, but bytes moved at {last:?}, less than the idle timeout before",
                     b.backend,
                     report.conn,
                     self.now

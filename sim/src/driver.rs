@@ -46,6 +46,8 @@ pub struct ProxySpec {
     pub port: u16,
     /// Backend host names and ports, by `BackendId`.
     pub backends: Vec<(String, u16)>,
+    /// Records every engine input and output as a capture does (a failing seed's evidence).
+    pub capture: Option<crate::evidence::RecordingRef>,
 }
 
 enum Msg {
@@ -274,11 +276,17 @@ pub async fn run_proxy<I: Interceptor>(
         if let Err(v) = checker.event(now, &event) {
             obs.borrow_mut().violation(v.to_string());
         }
+        if let Some(c) = &spec.capture {
+            c.borrow_mut().input(now, &event);
+        }
         engine.handle(now, event);
         while let Some(cmd) = engine.poll_command() {
             obs.borrow_mut().output(&cmd, |s| socks.contains_key(&s));
             if let Err(v) = checker.command(&cmd) {
                 obs.borrow_mut().violation(v.to_string());
+            }
+            if let Some(c) = &spec.capture {
+                c.borrow_mut().output(&cmd);
             }
             match cmd {
                 Command::Connect { sock, upstream } => {

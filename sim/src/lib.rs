@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod driver;
 pub mod effects;
+pub mod evidence;
 pub mod hosts;
 pub mod interceptor;
 pub mod line_hosts;

@@ -1,8 +1,11 @@
 //! `fanout-sim`: run the simulation suite from the command line.
 //!
 //! ```text
-//! fanout-sim run --seeds 0..100 [--scenario NAME|all]   swarm: count passes, print failures
-//! fanout-sim run --seed 7 --scenario NAME|all            one seed; last line is the digest
+//! fanout-sim run --seeds 0..100 [--scenario NAME|all] [--jobs N]
+//!                                                       swarm on N threads: count passes, print failures
+//! fanout-sim run --seed 7 --scenario NAME|all [--capture]  one seed; last line is the digest
+//!   (a failing seed writes its capture to --evidence DIR and prints how to replay it)
+//! fanout-sim replay --engine FILE [--mutant M]           a capture's inputs into the engine
 //! fanout-sim list                                        the scenarios
 //! fanout-sim mutants [--seeds N]                         (sim-mutants) the oracles catch planted bugs
 //! fanout-sim run --seed 7 --scenario NAME --mutant M     (sim-mutants) one run with one planted bug
@@ -11,6 +14,7 @@
 use clap::{Parser, Subcommand};
 use fanout_sim::{repro, run, Scenario};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -39,6 +43,17 @@ enum Cmd {
         /// With --seed: also print the report outcomes and backpressure counts.
         #[arg(short, long)]
         verbose: bool,
+        /// Seeds run at once, each on its own thread (default: the machine's cores). Every run is
+        /// deterministic on its own, and the output is in seed order whatever the value.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
+        /// Where a failing seed writes its capture (`SCENARIO-SEED.fcap`), which
+        /// `fanout replay --engine` / `fanout-sim replay --engine` reproduce exactly.
+        #[arg(long, default_value = "target/sim-evidence")]
+        evidence: PathBuf,
+        /// With --seed: write the capture to the evidence directory even if the run passes.
+        #[arg(long, requires = "seed")]
+        capture: bool,
         /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
         #[cfg(feature = "sim-mutants")]
         #[arg(long)]
@@ -46,10 +61,19 @@ enum Cmd {
     },
     /// List the scenarios.
     List,
-    /// Play a recorded capture's clients and backends as simulated hosts through the engine.
+    /// Play a recorded capture's clients and backends as simulated hosts through the engine;
+    /// with --engine, feed its inputs to the engine alone and check every recorded digest.
     Replay {
         /// The capture (its rotated segments FILE.1, FILE.2, ... are read too).
         file: String,
+        /// Replay the engine's inputs (as `fanout replay --engine`), with the interceptor the
+        /// capture's mode names: relay/duplex, or the intercept scenarios' line rewriter.
+        #[arg(long)]
+        engine: bool,
+        /// With --engine: switch on this deliberate engine bug (a capture of a mutant's run).
+        #[cfg(feature = "sim-mutants")]
+        #[arg(long, requires = "engine")]
+        mutant: Option<String>,
         /// Seed for fault timing and turmoil.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -64,6 +88,108 @@ enum Cmd {
         #[arg(long, default_value_t = fanout_sim::DEFAULT_SEEDS)]
         seeds: u64,
     },
+}
+
+/// Where failing seeds leave their captures, and the mutant the runs have switched on.
+struct Evidence {
+    dir: PathBuf,
+    #[cfg(feature = "sim-mutants")]
+    mutant: Option<&'static str>,
+}
+
+impl Evidence {
+    /// See [`fanout_sim::evidence::leave`].
+    fn leave(&self, scenario: Scenario, seed: u64, digest: u64) -> String {
+        #[cfg(feature = "sim-mutants")]
+        let mutant = self.mutant;
+        #[cfg(not(feature = "sim-mutants"))]
+        let mutant = None;
+        fanout_sim::evidence::leave(&self.dir, scenario, seed, digest, mutant)
+    }
+}
+
+#[cfg(feature = "sim-mutants")]
+fn find_mutant(name: &str) -> Option<fanout_engine::mutants::Mutant> {
+    use fanout_engine::mutants::Mutant;
+    let found = Mutant::ALL.into_iter().find(|m| m.name() == name);
+    if found.is_none() {
+        eprintln!("fanout-sim: unknown mutant {name:?}");
+    }
+    found
+}
+
+/// `fanout-sim replay --engine FILE`: every recorded input into a fresh engine (with the
+/// interceptor the header's mode names), every recorded digest checked.
+fn replay_engine(file: &str) -> ExitCode {
+    use fanout_engine::capture::{read_segments, segment_name, Replayer};
+    use fanout_engine::{Engine, Interceptor, Passthrough};
+    use fanout_sim::evidence::LINE_REWRITER_MODE;
+
+    fn go<I: Interceptor>(
+        capture: fanout_engine::capture::Capture,
+        hooks: I,
+    ) -> Result<String, String> {
+        let engine = Engine::with_interceptor(capture.header.config.clone(), hooks)
+            .map_err(|e| format!("the recorded config is refused: {e}"))?;
+        #[cfg(feature = "sim-mutants")]
+        let engine = {
+            let mut engine = engine;
+            engine.set_mutant(fanout_sim::mutants::current());
+            engine
+        };
+        let mut r = Replayer::new(engine);
+        for record in capture.records {
+            r.apply(record, |_| {})
+                .map_err(|d| format!("the replay diverged: {d}"))?;
+        }
+        if r.checked() == 0 {
+            return Err("the capture holds no Outputs digest to check against".into());
+        }
+        Ok(format!(
+            "reproduced {} inputs, {} commands, digest {:016x} ({} digest(s) checked)",
+            r.inputs(),
+            r.digest().count(),
+            r.digest().value(),
+            r.checked()
+        ))
+    }
+
+    let mut files = Vec::new();
+    for n in 0.. {
+        let name = segment_name(file, n);
+        match std::fs::File::open(&name) {
+            Ok(f) => files.push((name, std::io::BufReader::new(f))),
+            Err(e) if n == 0 => {
+                eprintln!("fanout-sim: cannot open {name}: {e}");
+                return ExitCode::from(2);
+            }
+            Err(_) => break,
+        }
+    }
+    let capture = match read_segments(files) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fanout-sim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match capture.header.mode.as_str() {
+        "relay" | "duplex" => go(capture, Passthrough),
+        LINE_REWRITER_MODE => go(capture, fanout_sim::interceptor::LineRewriter),
+        other => Err(format!(
+            "recorded by `{other}`, whose interceptor the simulator does not have"
+        )),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fanout-sim: {file}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn parse_range(s: &str) -> Result<Range<u64>, String> {
@@ -102,15 +228,40 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "sim-mutants")]
         Cmd::Mutants { seeds } => mutants(seeds),
-        Cmd::Replay { file, seed, faults } => replay(&file, seed, &faults),
+        Cmd::Replay {
+            file,
+            engine: true,
+            #[cfg(feature = "sim-mutants")]
+            mutant,
+            ..
+        } => {
+            #[cfg(feature = "sim-mutants")]
+            if let Some(name) = mutant {
+                let Some(m) = find_mutant(&name) else {
+                    return ExitCode::from(2);
+                };
+                return fanout_sim::mutants::with(Some(m), || replay_engine(&file));
+            }
+            replay_engine(&file)
+        }
+        Cmd::Replay {
+            file, seed, faults, ..
+        } => replay(&file, seed, &faults),
         Cmd::Run {
             seed,
             seeds,
             scenario,
             verbose,
+            jobs,
+            evidence,
+            capture,
             #[cfg(feature = "sim-mutants")]
             mutant,
         } => {
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
             let scenarios = match scenarios(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
@@ -118,29 +269,41 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            #[cfg(feature = "sim-mutants")]
+            let chosen = match mutant.as_deref().map(find_mutant) {
+                Some(None) => return ExitCode::from(2),
+                Some(Some(m)) => Some(m),
+                None => None,
+            };
+            let evidence = Evidence {
+                dir: evidence,
+                #[cfg(feature = "sim-mutants")]
+                mutant: chosen.map(|m| m.name()),
+            };
             let go = || match (seed, seeds) {
-                (Some(seed), _) => run_one(&scenarios, seed, verbose),
-                (None, Some(range)) => swarm(&scenarios, range),
+                (Some(seed), _) => run_one(&scenarios, seed, verbose, capture, &evidence),
+                (None, Some(range)) => swarm(&scenarios, range, jobs, &evidence),
                 (None, None) => {
                     eprintln!("fanout-sim: give --seed N or --seeds A..B");
                     ExitCode::from(2)
                 }
             };
             #[cfg(feature = "sim-mutants")]
-            if let Some(name) = mutant {
-                use fanout_engine::mutants::Mutant;
-                let Some(m) = Mutant::ALL.into_iter().find(|m| m.name() == name) else {
-                    eprintln!("fanout-sim: unknown mutant {name:?}");
-                    return ExitCode::from(2);
-                };
-                return fanout_sim::mutants::with(Some(m), go);
+            if chosen.is_some() {
+                return fanout_sim::mutants::with(chosen, go);
             }
             go()
         }
     }
 }
 
-fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
+fn run_one(
+    scenarios: &[Scenario],
+    seed: u64,
+    verbose: bool,
+    capture: bool,
+    evidence: &Evidence,
+) -> ExitCode {
     let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
     let mut failed = false;
     let mut last_digest = 0;
@@ -166,6 +329,9 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
             failed = true;
             println!("  reproduce: {}", repro(s, seed));
         }
+        if r.failure.is_some() || capture {
+            println!("{}", evidence.leave(s, seed, r.digest));
+        }
         digest.update(&r.digest.to_le_bytes());
     }
     let last = match scenarios {
@@ -180,33 +346,88 @@ fn run_one(scenarios: &[Scenario], seed: u64, verbose: bool) -> ExitCode {
     }
 }
 
-fn swarm(scenarios: &[Scenario], seeds: Range<u64>) -> ExitCode {
-    let started = std::time::Instant::now();
+/// Runs every (scenario, seed) pair on `jobs` threads: each takes the next pair from a shared
+/// index, so a slow seed holds up only its own thread. Results are printed in (scenario, seed)
+/// order as soon as every earlier one is in; per scenario, the seeds/s its runs managed (runs over
+/// the wall-clock time they took together, divided by the threads).
+fn swarm(scenarios: &[Scenario], seeds: Range<u64>, jobs: usize, evidence: &Evidence) -> ExitCode {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let started = Instant::now();
+    let pairs: Vec<(Scenario, u64)> = scenarios
+        .iter()
+        .flat_map(|&s| seeds.clone().map(move |seed| (s, seed)))
+        .collect();
+    let per_scenario = (seeds.end - seeds.start) as usize;
+    let jobs = jobs.clamp(1, pairs.len().max(1));
+    #[cfg(feature = "sim-mutants")]
+    let mutant = fanout_sim::mutants::current();
+    let next = AtomicUsize::new(0);
+    type Done = (usize, fanout_sim::RunResult, Duration, Option<String>);
+    let (tx, rx) = mpsc::channel::<Done>();
     let mut failures = 0usize;
-    let mut runs = 0usize;
-    for &s in scenarios {
-        let mut passed = 0usize;
-        for seed in seeds.clone() {
-            let r = run(s, seed);
-            runs += 1;
-            match &r.failure {
-                None => passed += 1,
-                Some(why) => {
-                    failures += 1;
-                    println!("FAIL {} seed {seed}: {why}", s.name());
-                    println!("  reproduce: {}", repro(s, seed));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (tx, next, pairs) = (tx.clone(), &next, &pairs);
+            scope.spawn(move || {
+                let work = || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(s, seed)) = pairs.get(i) else {
+                        return;
+                    };
+                    let t = Instant::now();
+                    let r = run(s, seed);
+                    let took = t.elapsed();
+                    let left = r
+                        .failure
+                        .as_ref()
+                        .map(|_| evidence.leave(s, seed, r.digest));
+                    if tx.send((i, r, took, left)).is_err() {
+                        return;
+                    }
+                };
+                #[cfg(feature = "sim-mutants")]
+                fanout_sim::mutants::with(mutant, work);
+                #[cfg(not(feature = "sim-mutants"))]
+                work();
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut printed = 0usize;
+        let (mut passed, mut busy) = (0usize, Duration::ZERO);
+        for (i, r, took, left) in rx {
+            waiting.insert(i, (r, took, left));
+            while let Some((r, took, left)) = waiting.remove(&printed) {
+                busy += took;
+                match &r.failure {
+                    None => passed += 1,
+                    Some(why) => {
+                        failures += 1;
+                        println!("FAIL {} seed {}: {why}", r.scenario.name(), r.seed);
+                        println!("  reproduce: {}", repro(r.scenario, r.seed));
+                        println!("{}", left.unwrap_or_default());
+                    }
+                }
+                printed += 1;
+                if printed.is_multiple_of(per_scenario) {
+                    let secs = busy.as_secs_f64() / jobs as f64;
+                    println!(
+                        "{:<26} {passed}/{per_scenario} seeds passed ({:.1} seeds/s)",
+                        r.scenario.name(),
+                        per_scenario as f64 / secs.max(1e-9)
+                    );
+                    (passed, busy) = (0, Duration::ZERO);
                 }
             }
         }
-        println!(
-            "{:<20} {passed}/{} seeds passed",
-            s.name(),
-            seeds.end - seeds.start
-        );
-    }
+    });
+    let runs = pairs.len();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{runs} runs in {secs:.1}s ({:.1} seeds/s); {failures} failed",
+        "{runs} runs in {secs:.1}s on {jobs} thread(s) ({:.1} seeds/s); {failures} failed",
         runs as f64 / secs
     );
     if failures == 0 {

@@ -1,6 +1,7 @@
 //! What the simulation watches at the engine boundary: a digest of every input and output, the
 //! invariants that must hold after every step, the reports, and the engine's final state.
 
+use fanout_engine::capture::{Encoder, OutputDigest, Record};
 use fanout_engine::{
     Command, Config, Engine, Event, Instant, Interceptor, Peer, Role, SessionReport, SockId,
 };
@@ -12,7 +13,11 @@ use crate::driver::READ_SIZE;
 /// Shared by the proxy host and the runner (turmoil runs every host on one thread).
 #[derive(Default)]
 pub struct Observer {
+    /// Every input, encoded as a capture records it (`enc` reuses one buffer).
     trace: Xxh3Default,
+    enc: Encoder,
+    /// Every output, as a capture's `Outputs` digest counts it.
+    outputs: OutputDigest,
     pub steps: u64,
     /// Invariant violations, in the order seen (the first is the one reported).
     pub violations: Vec<String>,
@@ -106,20 +111,21 @@ impl Observer {
         };
         self.steps += 1;
         // The client's address carries turmoil's ephemeral port, which is deterministic too.
-        let line = format!("{now:?} {event:?}\n");
         if self.print {
-            eprint!("in  {}", abbreviate(&line));
+            eprint!("in  {}", abbreviate(&format!("{now:?} {event:?}\n")));
         }
-        self.trace.update(line.as_bytes());
+        let event = event.clone(); // cheap: a read's bytes are reference counted
+        if let Ok(bytes) = self.enc.record(&Record::Input { at: now, event }) {
+            self.trace.update(bytes);
+        }
     }
 
     /// Records a command; `known` tells whether the driver holds the socket it names.
     pub fn output(&mut self, cmd: &Command, known: impl Fn(SockId) -> bool) {
-        let line = format!("{cmd:?}\n");
         if self.print {
-            eprint!("out {}", abbreviate(&line));
+            eprint!("out {}", abbreviate(&format!("{cmd:?}\n")));
         }
-        self.trace.update(line.as_bytes());
+        self.outputs.update(cmd);
         match cmd {
             Command::PauseRead { sock } => {
                 self.pauses += 1;
@@ -276,7 +282,11 @@ impl Observer {
     }
 
     /// The digest of every input and output so far.
+    /// The run's digest: of every input, and of every output in order.
     pub fn digest(&self) -> u64 {
-        self.trace.digest()
+        let mut both = self.trace.clone();
+        both.update(&self.outputs.value().to_le_bytes());
+        both.update(&self.outputs.count().to_le_bytes());
+        both.digest()
     }
 }

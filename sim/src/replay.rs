@@ -155,6 +155,7 @@ pub fn replay(
         cfg: header.config.clone(),
         port: PROXY_PORT,
         backends: backends.clone(),
+        capture: None,
     };
     {
         let obs = obs.clone();

@@ -3,12 +3,13 @@
 
 use crate::driver::{run_proxy, ProxySpec};
 use crate::effects::{EffectLog, EffectLogRef, EffectModel};
+use crate::evidence::{Recording, RecordingRef, LINE_REWRITER_MODE};
 use crate::hosts::{self, Shared, SharedRef, BACKEND_PORT, PROXY_PORT};
 use crate::interceptor::{LineRewriter, LONGEST_EFFECT_ANSWER};
 use crate::line_hosts;
 use crate::observe::Observer;
 use crate::oracle;
-use crate::scenario::{Fault, Plan, Scenario};
+use crate::scenario::{ClientPlan, Fault, Plan, Scenario};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -80,6 +81,9 @@ impl EffectCounts {
 /// Virtual time the liveness phase may take after the last fault heals.
 const LIVENESS: Duration = Duration::from_secs(120);
 
+/// How long the world must be quiet (settled, nothing on the wire) before a run ends early.
+const GRACE: Duration = Duration::from_millis(50);
+
 /// Everything observed in one simulation.
 pub(crate) struct Observed {
     pub shared: Shared,
@@ -92,6 +96,11 @@ pub(crate) struct Observed {
 
 /// Runs the plan's world once.
 pub(crate) fn simulate(plan: &Plan) -> Observed {
+    simulate_recording(plan, None)
+}
+
+/// Runs the plan's world once, recording the engine's inputs and outputs into `capture`.
+fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
     let heal = plan.heal_at;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(heal + LIVENESS)
@@ -118,6 +127,7 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         cfg: plan.cfg.clone(),
         port: PROXY_PORT,
         backends,
+        capture,
     };
     let obs2 = obs.clone();
     match &plan.effects {
@@ -154,19 +164,34 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
             });
         }
     }
+    // A client joins the simulation when its start comes (with what is left of its wait): a
+    // host that only sleeps still costs turmoil a tick every step.
+    let mut starts: Vec<Start> = Vec::new();
     for c in &plan.clients {
-        let (c, shared) = (c.clone(), shared.clone());
-        if plan.effects.is_some() {
-            sim.client(format!("client{}", c.id), line_hosts::client(c, shared));
-        } else {
-            sim.client(
-                format!("client{}", c.id),
-                hosts::client(plan.seed, c, shared),
-            );
-        }
+        let (c, shared, lines, seed) =
+            (c.clone(), shared.clone(), plan.effects.is_some(), plan.seed);
+        starts.push((
+            c.start_at,
+            Box::new(move |now: Duration| {
+                let name = format!("client{}", c.id);
+                let c = ClientPlan {
+                    start_at: c.start_at.saturating_sub(now),
+                    ..c
+                };
+                let software: ClientSoftware = if lines {
+                    Box::pin(line_hosts::client(c, shared))
+                } else {
+                    Box::pin(hosts::client(seed, c, shared))
+                };
+                (name, software)
+            }),
+        ));
     }
-    // The auditor outlives the clients by every deadline, so the engine's last timers have fired
-    // when the run ends and the quiescence oracle reads its final state.
+    starts.sort_by_key(|(at, _)| *at);
+    // The auditor outlives the clients by every deadline: the run's upper bound. It ends sooner
+    // (`drive_until`) once every client is done, the engine is idle (no session, no timer), the
+    // effect model has answered every effect, and nothing has been on the wire for `GRACE`: the
+    // quiescence oracle reads that final state, and nothing is left that could change it.
     let settle = (plan.cfg.secondary_deadline + plan.cfg.connect_timeout)
         .max(plan.cfg.idle_timeout)
         + Duration::from_secs(2);
@@ -181,7 +206,13 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
         });
     }
 
-    let sim_error = drive(&mut sim, &plan.faults);
+    let n = plan.clients.len();
+    let settled = || {
+        shared.borrow().clients.len() >= n
+            && obs.borrow().engine_idle
+            && log.borrow().in_flight() == 0
+    };
+    let sim_error = drive_until(&mut sim, &plan.faults, starts, settled);
     drop(sim);
     let shared = Rc::try_unwrap(shared)
         .map(RefCell::into_inner)
@@ -203,7 +234,32 @@ pub(crate) fn simulate(plan: &Plan) -> Observed {
 /// Steps the simulation to its end, applying each fault when its time comes. Returns turmoil's
 /// error, if any (a host failed, or the clients did not finish in time).
 pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) -> Option<String> {
+    drive_until(sim, faults, Vec::new(), || false)
+}
+
+/// A client host's software.
+type ClientSoftware = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>;
+
+/// A client that joins the simulation at a virtual time: given the time it joins, it names its
+/// host and gives its software.
+type Start = (
+    Duration,
+    Box<dyn FnOnce(Duration) -> (String, ClientSoftware)>,
+);
+
+/// As [`drive`], starting each of `starts` (in time order) when its time comes, and ends the run
+/// early once `settled()` holds and no message has been on any
+/// link (in flight, scheduled or held) for `GRACE` of virtual time: a quiet world stays quiet,
+/// so stepping it on to the clients' end would only cost time.
+pub(crate) fn drive_until(
+    sim: &mut turmoil::Sim<'_>,
+    faults: &[(Duration, Fault)],
+    starts: Vec<Start>,
+    mut settled: impl FnMut() -> bool,
+) -> Option<String> {
     let mut faults = faults.iter().peekable();
+    let mut starts = starts.into_iter().peekable();
+    let mut quiet_since: Option<Duration> = None;
     loop {
         while let Some((at, fault)) = faults.peek() {
             if sim.elapsed() < *at {
@@ -212,12 +268,31 @@ pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) ->
             apply(sim, fault);
             faults.next();
         }
+        while let Some((_, start)) = starts.next_if(|(at, _)| *at <= sim.elapsed()) {
+            let (name, software) = start(sim.elapsed());
+            sim.client(name, software);
+        }
         match sim.step() {
             Ok(true) => return None,
             Ok(false) => {}
             Err(e) => return Some(e.to_string()),
         }
+        if settled() && wire_empty(sim) {
+            let since = *quiet_since.get_or_insert(sim.elapsed());
+            if sim.elapsed() >= since + GRACE {
+                return None;
+            }
+        } else {
+            quiet_since = None;
+        }
     }
+}
+
+/// No message on any link: none in flight, none scheduled, none held.
+fn wire_empty(sim: &turmoil::Sim<'_>) -> bool {
+    let mut empty = true;
+    sim.links(|mut links| empty = links.all(|mut link| link.next().is_none()));
+    empty
 }
 
 fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
@@ -274,6 +349,33 @@ pub fn run_plan(plan: &Plan) -> RunResult {
         ),
         effects: EffectCounts::of(plan, &seen.effects),
     }
+}
+
+/// The capture a run of `scenario` with `seed` leaves as evidence (see [`crate::evidence`]):
+/// the run with its secondaries, again, recorded. Returns the file's bytes, the digest of the
+/// engine's outputs it ends with (which a replay prints) and the run's digest ([`RunResult`]'s).
+/// With `sim-mutants`, the mutant switched on for this thread is in the recorded engine too.
+pub fn capture(scenario: Scenario, seed: u64) -> (Vec<u8>, u64, u64) {
+    let plan = Plan::new(scenario, seed);
+    let mode = if scenario.is_intercept() {
+        LINE_REWRITER_MODE
+    } else if plan.cfg.secondaries > 0 {
+        "duplex"
+    } else {
+        "relay"
+    };
+    let mut backends = vec!["primary".to_string()];
+    backends.extend((1..=plan.secondaries.len()).map(|i| format!("secondary{i}")));
+    let run = crate::evidence::run_id(scenario.name(), seed);
+    let recording = Recording::new(mode, &plan.cfg, &backends, run).shared();
+    let run_digest = simulate_recording(&plan, Some(recording.clone()))
+        .obs
+        .digest();
+    let recording = Rc::try_unwrap(recording)
+        .map(RefCell::into_inner)
+        .expect("the simulation is over: nothing else holds the recording");
+    let digest = recording.digest();
+    (recording.finish(), digest, run_digest)
 }
 
 /// The command that reproduces one seed.

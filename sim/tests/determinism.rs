@@ -52,3 +52,23 @@ fn the_digest_is_the_same_across_processes() {
         format!("{:016x}", run(Scenario::DuplexPartition, 5).digest)
     );
 }
+
+#[test]
+fn a_swarm_prints_the_same_results_on_one_thread_and_on_several() {
+    let swarm = |jobs: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fanout-sim"))
+            .args(["run", "--seeds", "0..6", "--scenario", "duplex-crash"])
+            .args(["--jobs", jobs])
+            .output()
+            .expect("run fanout-sim");
+        assert!(out.status.success());
+        // Everything but the timings (seeds/s) and the closing count of threads is the same.
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = stdout.lines().collect();
+        lines[..lines.len() - 1]
+            .iter()
+            .map(|l| l.split(" (").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(swarm("1"), swarm("3"));
+}

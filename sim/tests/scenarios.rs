@@ -20,10 +20,12 @@ fn check(scenario: Scenario) {
         .filter_map(|seed| {
             let r = run(scenario, seed);
             r.failure.map(|why| {
+                let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim-evidence");
                 format!(
-                    "{} seed {seed}: {why}\n  reproduce: {}",
+                    "{} seed {seed}: {why}\n  reproduce: {}\n{}",
                     scenario.name(),
-                    repro(scenario, seed)
+                    repro(scenario, seed),
+                    fanout_sim::evidence::leave(&dir, scenario, seed, r.digest, None)
                 )
             })
         })
