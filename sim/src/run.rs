@@ -165,13 +165,16 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
         }
     }
     // A client joins the simulation when its start comes (with what is left of its wait): a
-    // host that only sleeps still costs turmoil a tick every step.
+    // host that only sleeps still costs turmoil a tick every step. A client some fault strikes
+    // joins at once, so its link is there whenever the fault comes.
     let mut starts: Vec<Start> = Vec::new();
     for c in &plan.clients {
         let (c, shared, lines, seed) =
             (c.clone(), shared.clone(), plan.effects.is_some(), plan.seed);
+        let name = format!("client{}", c.id);
+        let faulted = plan.faults.iter().any(|(_, f)| f.host() == name);
         starts.push((
-            c.start_at,
+            if faulted { Duration::ZERO } else { c.start_at },
             Box::new(move |now: Duration| {
                 let name = format!("client{}", c.id);
                 let c = ClientPlan {
@@ -261,16 +264,17 @@ pub(crate) fn drive_until(
     let mut starts = starts.into_iter().peekable();
     let mut quiet_since: Option<Duration> = None;
     loop {
+        // Hosts first: a fault due now may strike the link of a client joining now.
+        while let Some((_, start)) = starts.next_if(|(at, _)| *at <= sim.elapsed()) {
+            let (name, software) = start(sim.elapsed());
+            sim.client(name, software);
+        }
         while let Some((at, fault)) = faults.peek() {
             if sim.elapsed() < *at {
                 break;
             }
             apply(sim, fault);
             faults.next();
-        }
-        while let Some((_, start)) = starts.next_if(|(at, _)| *at <= sim.elapsed()) {
-            let (name, software) = start(sim.elapsed());
-            sim.client(name, software);
         }
         match sim.step() {
             Ok(true) => return None,

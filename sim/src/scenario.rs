@@ -210,6 +210,22 @@ pub enum Fault {
     FixedLatency(String, Duration),
 }
 
+impl Fault {
+    /// The host whose link (or whole self) the fault strikes.
+    pub fn host(&self) -> &str {
+        match self {
+            Fault::Partition(h)
+            | Fault::Repair(h)
+            | Fault::Hold(h)
+            | Fault::Release(h)
+            | Fault::Crash(h)
+            | Fault::Bounce(h)
+            | Fault::Latency(h, _)
+            | Fault::FixedLatency(h, _) => h,
+        }
+    }
+}
+
 /// One client's script.
 #[derive(Clone, Debug)]
 pub struct ClientPlan {
