@@ -93,6 +93,11 @@ pub fn request_bytes(seed: u64, plan: &ClientPlan) -> Vec<u8> {
     req
 }
 
+/// How long a client's write may stay blocked once the proxy ended what it sends back: past it
+/// the proxy has closed the socket, which a real client learns from an RST but turmoil never
+/// tells a writer waiting for send credits.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
+
 /// One client: connect, write the request (maybe vanishing or half-closing), read to EOF.
 pub async fn client(seed: u64, plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
     tokio::time::sleep(plan.start_at).await;
@@ -107,10 +112,24 @@ pub async fn client(seed: u64, plan: ClientPlan, shared: SharedRef) -> turmoil::
     result.addr = stream.local_addr().ok().map(|a| a.to_string());
     let (mut rd, mut wr) = crate::conn::split(stream);
     let request = request_bytes(seed, &plan);
+    // Set once the proxy ended what it sends this client (EOF or error).
+    let read_done = std::cell::Cell::new(false);
+    let read_done_now = tokio::sync::Notify::new();
+    // Resolves once a write has been blocked for `WRITER_GRACE` since it began or since the
+    // read side ended, whichever is later.
+    let stalled = || async {
+        if !read_done.get() {
+            read_done_now.notified().await;
+        }
+        tokio::time::sleep(WRITER_GRACE).await;
+    };
     let writer = async {
         let limit = plan.vanish_after.map_or(request.len(), |v| 12 + v as usize);
         for part in request[..limit.min(request.len())].chunks(plan.chunk as usize) {
-            wr.write_all(part).await?;
+            tokio::select! {
+                r = wr.write_all(part) => r?,
+                _ = stalled() => return Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
             if !plan.gap.is_zero() {
                 tokio::time::sleep(plan.gap).await;
             }
@@ -136,12 +155,20 @@ pub async fn client(seed: u64, plan: ClientPlan, shared: SharedRef) -> turmoil::
                 tokio::time::sleep(plan.read_delay).await;
             }
             match rd.read(&mut buf).await {
-                Ok(0) => return (Ok(()), received, arrivals),
+                Ok(0) => {
+                    read_done.set(true);
+                    read_done_now.notify_one();
+                    return (Ok(()), received, arrivals);
+                }
                 Ok(n) => {
                     received.extend_from_slice(&buf[..n]);
                     arrivals.push((received.len() as u64, now()));
                 }
-                Err(e) => return (Err(e), received, arrivals),
+                Err(e) => {
+                    read_done.set(true);
+                    read_done_now.notify_one();
+                    return (Err(e), received, arrivals);
+                }
             }
         }
     };
