@@ -12,6 +12,7 @@
 //! ```
 
 use clap::{Parser, Subcommand};
+use fanout_engine::capture::{read_segments, segment_name, Capture};
 use fanout_sim::{repro, run, Scenario};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -121,7 +122,7 @@ fn find_mutant(name: &str) -> Option<fanout_engine::mutants::Mutant> {
 /// `fanout-sim replay --engine FILE`: every recorded input into a fresh engine (with the
 /// interceptor the header's mode names), every recorded digest checked.
 fn replay_engine(file: &str) -> ExitCode {
-    use fanout_engine::capture::{read_segments, segment_name, Replayer};
+    use fanout_engine::capture::Replayer;
     use fanout_engine::{Engine, Interceptor, Passthrough};
     use fanout_sim::evidence::LINE_REWRITER_MODE;
 
@@ -154,24 +155,9 @@ fn replay_engine(file: &str) -> ExitCode {
         ))
     }
 
-    let mut files = Vec::new();
-    for n in 0.. {
-        let name = segment_name(file, n);
-        match std::fs::File::open(&name) {
-            Ok(f) => files.push((name, std::io::BufReader::new(f))),
-            Err(e) if n == 0 => {
-                eprintln!("fanout-sim: cannot open {name}: {e}");
-                return ExitCode::from(2);
-            }
-            Err(_) => break,
-        }
-    }
-    let capture = match read_segments(files) {
+    let capture = match open_capture(file) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("fanout-sim: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = match capture.header.mode.as_str() {
         "relay" | "duplex" => go(capture, Passthrough),
@@ -498,7 +484,7 @@ fn mutants(seeds: u64) -> ExitCode {
 }
 
 fn replay(file: &str, seed: u64, faults: &[String]) -> ExitCode {
-    use fanout_engine::capture::{read_segments, script, segment_name};
+    use fanout_engine::capture::script;
     use fanout_sim::replay::FaultKind;
     let faults: Result<Vec<FaultKind>, String> =
         faults.iter().map(|f| FaultKind::parse(f)).collect();
@@ -509,24 +495,9 @@ fn replay(file: &str, seed: u64, faults: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut files = Vec::new();
-    for n in 0.. {
-        let name = segment_name(file, n);
-        match std::fs::File::open(&name) {
-            Ok(f) => files.push((name, std::io::BufReader::new(f))),
-            Err(e) if n == 0 => {
-                eprintln!("fanout-sim: cannot open {name}: {e}");
-                return ExitCode::from(2);
-            }
-            Err(_) => break,
-        }
-    }
-    let capture = match read_segments(files) {
+    let capture = match open_capture(file) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("fanout-sim: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     for skipped in &capture.extent.skipped {
         eprintln!("fanout-sim: note: {skipped}");
@@ -564,4 +535,25 @@ fn replay(file: &str, seed: u64, faults: &[String]) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Reads the capture at `file` and its later segments (`FILE.1`, ...), printing why it cannot:
+/// exit status 2 when `file` does not open, 1 when what it holds does not read.
+fn open_capture(file: &str) -> Result<Capture, ExitCode> {
+    let mut files = Vec::new();
+    for n in 0.. {
+        let name = segment_name(file, n);
+        match std::fs::File::open(&name) {
+            Ok(f) => files.push((name, std::io::BufReader::new(f))),
+            Err(e) if n == 0 => {
+                eprintln!("fanout-sim: cannot open {name}: {e}");
+                return Err(ExitCode::from(2));
+            }
+            Err(_) => break,
+        }
+    }
+    read_segments(files).map_err(|e| {
+        eprintln!("fanout-sim: {e}");
+        ExitCode::FAILURE
+    })
 }
