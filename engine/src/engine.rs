@@ -360,7 +360,12 @@ impl<I: Interceptor> Engine<I> {
             self.accept_paused = true;
             self.out.push_back(Command::PauseAccept);
         }
-        let at = now + self.cfg.drain_timeout;
+        #[allow(unused_mut)]
+        let mut at = now + self.cfg.drain_timeout;
+        #[cfg(feature = "sim-mutants")]
+        if self.mutant == Some(crate::mutants::Mutant::DrainCutsAtOnce) {
+            at = now;
+        }
         self.timers
             .set(TimerKey::Drain, &mut self.drain_timer, Some(at));
         self.check_drained();

@@ -42,10 +42,13 @@ pub enum Mutant {
     /// The accept gate counts from zero wrong: one client more than `max_connections` is let in
     /// before accepting pauses.
     AcceptGateOffByOne,
+    /// A drain closes every open session at once (`drain-timeout`) instead of letting them
+    /// finish within `drain_timeout`: a SIGTERM in the middle of traffic cuts answers short.
+    DrainCutsAtOnce,
 }
 
 impl Mutant {
-    pub const ALL: [Mutant; 13] = [
+    pub const ALL: [Mutant; 14] = [
         Mutant::DropTailAfterEof,
         Mutant::SecondaryBackpressuresClient,
         Mutant::ForgetSessionOnReset,
@@ -59,6 +62,7 @@ impl Mutant {
         Mutant::EqualLengthsMatch,
         Mutant::ClientFinWaitsForSecondaries,
         Mutant::AcceptGateOffByOne,
+        Mutant::DrainCutsAtOnce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Mutant {
             Mutant::EqualLengthsMatch => "equal-lengths-match",
             Mutant::ClientFinWaitsForSecondaries => "client-fin-waits-for-secondaries",
             Mutant::AcceptGateOffByOne => "accept-gate-off-by-one",
+            Mutant::DrainCutsAtOnce => "drain-cuts-at-once",
         }
     }
 }

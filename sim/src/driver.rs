@@ -19,6 +19,7 @@
 
 use crate::effects::EffectModel;
 use crate::observe::Observer;
+use crate::scenario::ProxyEvent;
 use bytes::Bytes;
 use fanout_engine::contract::{Checker, Pacing, Relay, Unpaced};
 use fanout_engine::{
@@ -48,6 +49,9 @@ pub struct ProxySpec {
     pub backends: Vec<(String, u16)>,
     /// Records every engine input and output as a capture does (a failing seed's evidence).
     pub capture: Option<crate::evidence::RecordingRef>,
+    /// What happens to the proxy itself, in time order (since the simulation started): a
+    /// drain is fed as `Event::Drain`; a stall stops the loop, not its sockets' tasks.
+    pub events: Vec<(Duration, ProxyEvent)>,
 }
 
 enum Msg {
@@ -209,7 +213,10 @@ pub async fn run_proxy<I: Interceptor>(
     effects: Option<EffectModel>,
     obs: Rc<RefCell<Observer>>,
 ) -> turmoil::Result {
-    let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
+    // Dropped once the engine has drained: the process would exit, and clients still waiting
+    // to be accepted are refused.
+    let mut listener = Some(TcpListener::bind(("0.0.0.0", spec.port)).await?);
+    let mut proxy_events = spec.events.iter().copied().peekable();
     let mut engine = Engine::with_interceptor(spec.cfg.clone(), hooks)?;
     #[cfg(feature = "sim-mutants")]
     engine.set_mutant(crate::mutants::current());
@@ -231,10 +238,22 @@ pub async fn run_proxy<I: Interceptor>(
     loop {
         let deadline = engine.poll_timeout();
         let wake = deadline.map(|t| epoch + Duration::from_nanos(t.as_nanos()));
+        let next_event = proxy_events.peek().map(|(at, _)| epoch + *at);
         let msg = tokio::select! {
             biased;
+            _ = tokio::time::sleep_until(next_event.unwrap_or(epoch)), if next_event.is_some() => {
+                match proxy_events.next().map(|(_, e)| e) {
+                    Some(ProxyEvent::Stall(length)) => {
+                        // Nothing is handled meanwhile: events queue, and the engine's clock
+                        // leaps by `length` before the next one.
+                        tokio::time::sleep(length).await;
+                        continue;
+                    }
+                    _ => Msg::Event(Event::Drain),
+                }
+            }
             Some(msg) = rx.recv() => msg,
-            accepted = listener.accept(), if accepting => {
+            accepted = accept(listener.as_ref()), if accepting && listener.is_some() => {
                 let (stream, addr) = accepted?;
                 let conn = ConnId(next_conn);
                 next_conn += 1;
@@ -351,7 +370,7 @@ pub async fn run_proxy<I: Interceptor>(
                         }
                     }
                 }
-                Command::Drained => {}
+                Command::Drained => listener = None,
             }
         }
         // The reader whose bytes were just handled may read again, unless it was paused.
@@ -369,6 +388,16 @@ pub async fn run_proxy<I: Interceptor>(
         if engine.is_idle() {
             quiescent(&checker, &socks, &mut obs.borrow_mut());
         }
+    }
+}
+
+/// The next client `listener` accepts (never, without one).
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! Wire format between client and backend: a 12-byte header (client id, response length, request
 //! length, little-endian u32s; the request length's top bit set asks for the answer only after
-//! the request's EOF), then the request body, [`request_byte`]s. The backend answers `response
-//! length` bytes ([`response_byte`]s; at its plan's pace), then shuts down its write side, and
-//! keeps reading until EOF. Every backend records every byte it reads on every connection
+//! the request's EOF, the next bit says another request follows), then the request body,
+//! [`request_byte`]s. The backend answers `response length` bytes ([`response_byte`]s; at its
+//! plan's pace); after the last request it shuts down its write side and keeps reading until
+//! EOF. A pipelining client sends its requests back to back: bodies and answers number their
+//! bytes on from the previous request's, so the whole connection reads as one pattern. Every backend records every byte it reads on every connection
 //! ([`Shared::backend_reads`]) and every byte it writes ([`Shared::answered`]), so the oracles
 //! check both directions against what the hosts did, not what the engine says.
 
@@ -82,14 +84,35 @@ const MAX_RESPONSE: u32 = 1 << 24;
 /// Top bit of the header's request length: answer only after the request's EOF.
 pub const AFTER_EOF: u32 = 1 << 31;
 
-/// Everything client `plan` sends when it does not vanish: the header, then the body.
+/// The next bit: another request follows this one on the connection (pipelining).
+pub const MORE: u32 = 1 << 30;
+
+/// The request length bits of a header's third word.
+const LENGTH: u32 = MORE - 1;
+
+/// Everything client `plan` sends when it does not vanish: for each request, the header, then
+/// the body.
 pub fn request_bytes(seed: u64, plan: &ClientPlan) -> Vec<u8> {
-    let mut req = Vec::with_capacity(12 + plan.request_len as usize);
-    let flags = if plan.half_close { AFTER_EOF } else { 0 };
-    req.extend_from_slice(&plan.id.to_le_bytes());
-    req.extend_from_slice(&plan.response_len.to_le_bytes());
-    req.extend_from_slice(&(plan.request_len | flags).to_le_bytes());
-    req.extend((0..u64::from(plan.request_len)).map(|i| request_byte(seed, plan.id, i)));
+    let requests: Vec<(u32, u32)> = std::iter::once((plan.request_len, plan.response_len))
+        .chain(plan.more.iter().copied())
+        .collect();
+    let body: usize = requests.iter().map(|&(q, _)| q as usize).sum();
+    let mut req = Vec::with_capacity(12 * requests.len() + body);
+    let mut offset = 0u64;
+    for (k, &(request_len, response_len)) in requests.iter().enumerate() {
+        let last = k + 1 == requests.len();
+        let flags = match (last, plan.half_close) {
+            (false, _) => MORE,
+            (true, true) => AFTER_EOF,
+            (true, false) => 0,
+        };
+        req.extend_from_slice(&plan.id.to_le_bytes());
+        req.extend_from_slice(&response_len.to_le_bytes());
+        req.extend_from_slice(&(request_len | flags).to_le_bytes());
+        let end = offset + u64::from(request_len);
+        req.extend((offset..end).map(|i| request_byte(seed, plan.id, i)));
+        offset = end;
+    }
     req
 }
 
@@ -98,15 +121,29 @@ pub fn request_bytes(seed: u64, plan: &ClientPlan) -> Vec<u8> {
 /// tells a writer waiting for send credits.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a client keeps trying to connect to a proxy that refuses it.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(1);
+
 /// One client: connect, write the request (maybe vanishing or half-closing), read to EOF.
 pub async fn client(seed: u64, plan: ClientPlan, shared: SharedRef) -> turmoil::Result {
     tokio::time::sleep(plan.start_at).await;
     let mut result = ClientResult::default();
+    let mut refused = Duration::ZERO;
     let stream = loop {
         match TcpStream::connect(("proxy", PROXY_PORT)).await {
             Ok(s) => break s,
-            // The proxy may not listen yet in the first instant.
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            // The proxy may not listen yet in the first instant; once it has drained and
+            // stopped listening, nobody will.
+            Err(e) if refused >= CONNECT_PATIENCE => {
+                result.error = Some(format!("connect: {e}"));
+                result.done_at = Some(now());
+                shared.borrow_mut().clients.insert(plan.id, result);
+                return Ok(());
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                refused += Duration::from_millis(10);
+            }
         }
     };
     result.addr = stream.local_addr().ok().map(|a| a.to_string());
@@ -191,12 +228,14 @@ fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-/// A backend host: `host` 0 (with `kind` None) is the primary, `n` secondary `n`.
+/// A backend host: `host` 0 (with `kind` None) is the primary, `n` secondary `n`. With
+/// `early_close`, it answers each request after reading only part of it, then closes.
 pub async fn backend(
     seed: u64,
     host: usize,
     kind: Option<SecondaryKind>,
     pace: Pace,
+    early_close: bool,
     shared: SharedRef,
 ) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", BACKEND_PORT)).await?;
@@ -204,7 +243,7 @@ pub async fn backend(
         let (stream, _) = listener.accept().await?;
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            let _ = serve(seed, host, kind, pace, stream, shared).await;
+            let _ = serve(seed, host, kind, pace, early_close, stream, shared).await;
         });
     }
 }
@@ -248,6 +287,7 @@ async fn serve(
     host: usize,
     kind: Option<SecondaryKind>,
     pace: Pace,
+    early_close: bool,
     stream: TcpStream,
     shared: SharedRef,
 ) -> std::io::Result<()> {
@@ -279,72 +319,145 @@ async fn serve(
         }
         _ => {}
     }
-    let mut header = [0u8; 12];
-    rd.read_exact(&mut header).await?;
-    if kind == Some(SecondaryKind::Resets) {
-        // Wait for more of the request to arrive, then drop it unread: the peer sees a reset.
-        let mut one = [0u8; 1];
-        rd.read_exact(&mut one).await?;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        return Ok(());
-    }
-    let id = u32::from_le_bytes(header[0..4].try_into().unwrap());
-    let response_len = u32::from_le_bytes(header[4..8].try_into().unwrap());
-    let after_eof = u32::from_le_bytes(header[8..12].try_into().unwrap()) & AFTER_EOF != 0;
-    if response_len > MAX_RESPONSE {
-        // Not a header any client sends (the request-bytes oracle says whose bytes these are):
-        // read on, answer nothing.
-        return rd.drain().await;
-    }
-    if after_eof {
-        rd.drain().await?;
-    }
-    let step = if pace.bytes == 0 {
-        8192
-    } else {
-        u64::from(pace.bytes)
+    let answerer = Answerer {
+        seed,
+        host,
+        kind,
+        pace,
+        shared: shared.clone(),
     };
-    let answer = async {
+    // Where the next answer's bytes start in the connection's pattern.
+    let mut base = 0u64;
+    let mut first = true;
+    loop {
+        let mut header = [0u8; 12];
+        rd.read_exact(&mut header).await?;
+        if kind == Some(SecondaryKind::Resets) && first {
+            // Wait for more of the request to arrive, then drop it unread: the peer sees a reset.
+            let mut one = [0u8; 1];
+            rd.read_exact(&mut one).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Ok(());
+        }
+        first = false;
+        let id = u32::from_le_bytes(header[0..4].try_into().unwrap());
+        let response_len = u32::from_le_bytes(header[4..8].try_into().unwrap());
+        let word = u32::from_le_bytes(header[8..12].try_into().unwrap());
+        let (after_eof, more) = (word & AFTER_EOF != 0, word & MORE != 0);
+        let request_len = word & LENGTH;
+        if response_len > MAX_RESPONSE {
+            // Not a header any client sends (the request-bytes oracle says whose bytes these
+            // are): read on, answer nothing.
+            return rd.drain().await;
+        }
+        if early_close && !after_eof {
+            // Read part of the request, answer all of it, and close: a reset if bytes of the
+            // request are left unread.
+            let cut = early_cut(seed, id, request_len);
+            rd.read_exact(&mut vec![0u8; cut as usize]).await?;
+            answerer.answer(&mut wr, id, base, response_len).await?;
+            return Ok(());
+        }
+        if more {
+            let mut body = vec![0u8; request_len as usize];
+            let (a, b) = tokio::join!(
+                answerer.answer(&mut wr, id, base, response_len),
+                rd.read_exact(&mut body)
+            );
+            a.and(b)?;
+            base += u64::from(response_len);
+            continue;
+        }
+        if after_eof {
+            rd.drain().await?;
+        }
+        let answer = async {
+            answerer.answer(&mut wr, id, base, response_len).await?;
+            answerer.finished(id);
+            wr.shutdown().await
+        };
+        if after_eof {
+            return answer.await;
+        }
+        let (a, d) = tokio::join!(answer, rd.drain());
+        return a.and(d);
+    }
+}
+
+/// How much of client `id`'s `request_len`-byte body a primary that closes early reads: none,
+/// some or all of it, a third of the clients each.
+fn early_cut(seed: u64, id: u32, request_len: u32) -> u32 {
+    let x = u32::from(response_byte(seed ^ 0xea21, id, 1))
+        | u32::from(response_byte(seed ^ 0xea21, id, 2)) << 8;
+    match x % 3 {
+        0 => 0,
+        1 => (x >> 2) % (request_len + 1),
+        _ => request_len,
+    }
+}
+
+/// Writes a backend host's answers, recording each byte as it goes.
+struct Answerer {
+    seed: u64,
+    host: usize,
+    kind: Option<SecondaryKind>,
+    pace: Pace,
+    shared: SharedRef,
+}
+
+impl Answerer {
+    /// Writes the `response_len` bytes of client `id`'s answer that start at `base` in the
+    /// connection's pattern, at the host's pace; a lying secondary inverts the second half.
+    async fn answer(
+        &self,
+        wr: &mut crate::conn::WriteHalf,
+        id: u32,
+        base: u64,
+        response_len: u32,
+    ) -> std::io::Result<()> {
+        let step = if self.pace.bytes == 0 {
+            8192
+        } else {
+            u64::from(self.pace.bytes)
+        };
+        let len = u64::from(response_len);
         let mut offset = 0u64;
-        while offset < u64::from(response_len) {
-            if offset > 0 && !pace.gap.is_zero() {
-                tokio::time::sleep(pace.gap).await;
+        while offset < len {
+            if offset > 0 && !self.pace.gap.is_zero() {
+                tokio::time::sleep(self.pace.gap).await;
             }
-            let n = (u64::from(response_len) - offset).min(step);
-            let mut chunk: Vec<u8> = (offset..offset + n)
-                .map(|o| response_byte(seed, id, o))
+            let n = (len - offset).min(step);
+            let mut chunk: Vec<u8> = (base + offset..base + offset + n)
+                .map(|o| response_byte(self.seed, id, o))
                 .collect();
-            if kind == Some(SecondaryKind::Garbage) && offset + n >= u64::from(response_len) / 2 {
+            if self.kind == Some(SecondaryKind::Garbage) && offset + n >= len / 2 {
                 chunk.iter_mut().for_each(|b| *b = !*b);
             }
             {
-                let mut s = shared.borrow_mut();
-                if kind.is_none() {
+                let mut s = self.shared.borrow_mut();
+                if self.kind.is_none() {
                     s.primary_sent
                         .entry(id)
                         .or_default()
                         .extend_from_slice(&chunk);
                 }
                 s.answered
-                    .entry((host, id))
+                    .entry((self.host, id))
                     .or_default()
                     .extend_from_slice(&chunk);
             }
             wr.write_all(&chunk).await?;
             offset += n;
         }
-        {
-            let mut s = shared.borrow_mut();
-            if kind.is_none() {
-                s.primary_sent.entry(id).or_default();
-            }
-            s.answered.entry((host, id)).or_default();
-        }
-        wr.shutdown().await
-    };
-    if after_eof {
-        return answer.await;
+        Ok(())
     }
-    let (a, d) = tokio::join!(answer, rd.drain());
-    a.and(d)
+
+    /// Client `id` has its last answer: an empty one is recorded too.
+    fn finished(&self, id: u32) {
+        let mut s = self.shared.borrow_mut();
+        if self.kind.is_none() {
+            s.primary_sent.entry(id).or_default();
+        }
+        s.answered.entry((self.host, id)).or_default();
+    }
 }

@@ -104,6 +104,11 @@ pub fn aimed(m: Mutant) -> Aim {
             "invariant",
             "10-30 clients arrive at once at a gate of 2-4 connections",
         ),
+        Mutant::DrainCutsAtOnce => (
+            Scenario::DrainMidTraffic,
+            "drain",
+            "a SIGTERM arrives while answers still trickle: sessions the deadline would have let finish are cut at the drain's start",
+        ),
     };
     Aim {
         scenario,

@@ -22,6 +22,17 @@ pub struct Observer {
     /// Invariant violations, in the order seen (the first is the one reported).
     pub violations: Vec<String>,
     pub reports: Vec<SessionReport>,
+    /// When each of `reports` was emitted (the instant of the input that caused it).
+    pub report_times: Vec<Instant>,
+    /// The instant of every `Event::Drain` fed, and of the `Drained` command, if any.
+    pub drains: Vec<Instant>,
+    pub drained_at: Option<Instant>,
+    /// The instant of the input being handled.
+    now: Option<Instant>,
+    /// The longest the engine's clock leapt between two inputs while it held sessions.
+    pub longest_gap: std::time::Duration,
+    /// Bytes the engine was fed from each session's client.
+    pub client_read: BTreeMap<fanout_engine::ConnId, u64>,
     pub accepted: u64,
     /// `Failed` and `ConnectFailed` events seen: how often faults reached the engine.
     pub failures: u64,
@@ -98,8 +109,13 @@ impl Observer {
     }
 
     pub fn input(&mut self, now: Instant, event: &Event) {
+        if let Some(last) = self.now.filter(|_| self.sessions > 0) {
+            self.longest_gap = self.longest_gap.max(now.saturating_since(last));
+        }
+        self.now = Some(now);
         match event {
             Event::Accepted { .. } => self.accepted += 1,
+            Event::Drain => self.drains.push(now),
             Event::Failed { .. } | Event::ConnectFailed { .. } => self.failures += 1,
             _ => {}
         }
@@ -109,6 +125,11 @@ impl Observer {
             Event::Read { sock, data } if sock.peer == Peer::Client => data.len() as u64,
             _ => 0,
         };
+        if let Event::Read { sock, .. } = event {
+            if sock.peer == Peer::Client {
+                *self.client_read.entry(sock.conn).or_default() += self.step_read;
+            }
+        }
         self.steps += 1;
         // The client's address carries turmoil's ephemeral port, which is deterministic too.
         if self.print {
@@ -142,6 +163,7 @@ impl Observer {
             Command::Close { sock } => {
                 self.paused.remove(sock);
             }
+            Command::Drained => self.drained_at = self.now,
             _ => {}
         }
         match cmd {
@@ -177,6 +199,7 @@ impl Observer {
 
     pub fn report(&mut self, report: SessionReport) {
         self.reports.push(report);
+        self.report_times.push(self.now.unwrap_or_default());
     }
 
     /// Secondaries a client read may be written to, at most (the plan's, else the engine's

@@ -1,7 +1,8 @@
 //! The properties every run must satisfy. Every oracle runs on every run, whatever the others
 //! found; each reports its first violation as one line, and a run's failure names every oracle
 //! that failed ([`Failure::oracle`]: `liveness`, `invariant`, `hysteresis`, `client-bytes`,
-//! `request-bytes`, `rewritten-stream`, `effect-log`, `quiescence`, `report`, `isolation`).
+//! `request-bytes`, `rewritten-stream`, `effect-log`, `drain`, `quiescence`, `report`,
+//! `isolation`).
 //!
 //! Framed scenarios (relay, duplex), **client bytes**: each client receives exactly the bytes the
 //! primary sent it, in order (a prefix when the primary crashed). **Request bytes**: every
@@ -21,6 +22,11 @@
 //! twice. When the primary crashed, a prefix of that, after which the session ends. The effect
 //! log must agree: every `ASK` line the client's answers cover asked for its effect exactly once,
 //! from that client's session only, and every effect asked for stands for a line a client sent.
+//!
+//! **Drain** (plans with a SIGTERM): the engine said `Drained` once, after its last report and
+//! no later than the deadline (the first drain plus `drain_timeout`, or a second drain); no
+//! session was cut `drain-timeout` before that deadline, none was accepted after the drain
+//! began, and a client no session served received nothing. Without a drain, no `Drained`.
 //!
 //! Both: no invariant broken at the engine boundary (limits after every step, the secondaries'
 //! shared cap included, known sockets), the water marks' **hysteresis** (a paused source resumes
@@ -83,6 +89,7 @@ pub(crate) fn check_all(plan: &Plan, seen: &Observed, twin: Option<&Observed>) -
         );
         run("request-bytes", request_bytes_oracle(plan, seen));
     }
+    run("drain", drain(plan, seen));
     run("quiescence", quiescence(seen));
     run("report", check_reports(plan, seen));
     if let Some(twin) = twin {
@@ -145,7 +152,21 @@ fn client_bytes(
         .get(&c.id)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    if plan.primary_crashes {
+    let primary = report_for(seen, got).map(|r| r.backends[0].outcome);
+    // A prefix may be all a client gets when its primary crashed, when its primary closed
+    // before reading the whole request and its leg did not finish `ok`, when the drain's
+    // deadline cut its session, and (nothing at all) when a drain kept it from being served.
+    let cut_short = plan.primary_crashes
+        || (plan.primary_closes_early && primary != Some(Outcome::Ok))
+        || primary == Some(Outcome::DrainTimeout);
+    if plan.drains() && primary.is_none() && !got.received.is_empty() {
+        return Err(format!(
+            "client {} received {} bytes, but no session served it",
+            c.id,
+            got.received.len()
+        ));
+    }
+    if cut_short || (plan.drains() && primary.is_none()) {
         // The client receives a prefix of what the primary sent, never other bytes.
         if !sent.starts_with(&got.received) {
             return Err(format!(
@@ -160,14 +181,14 @@ fn client_bytes(
     if let Some(e) = &got.error {
         return Err(format!("client {} failed: {e}", c.id));
     }
-    if got.received != sent || sent.len() != c.response_len as usize {
+    if got.received != sent || sent.len() as u64 != c.total_response_len() {
         let at = got.received.iter().zip(sent).position(|(a, b)| a != b);
         return Err(format!(
             "client {} received {} bytes, the primary sent {} of {} (first difference at {:?})",
             c.id,
             got.received.len(),
             sent.len(),
-            c.response_len,
+            c.total_response_len(),
             at
         ));
     }
@@ -218,26 +239,37 @@ fn request_bytes_oracle(plan: &Plan, seen: &Observed) -> Result<(), String> {
         }
         read_by.entry((*host, id)).or_default().push(read);
     }
-    // A leg that finished `ok` read everything its client sent, unless a fault struck its host:
-    // turmoil loses the segments a partition or a crash catches in flight, where TCP would
-    // deliver them or fail the connection.
+    // A leg that finished `ok` read everything the proxy read from its client, unless a fault
+    // struck its host: turmoil loses the segments a partition or a crash catches in flight,
+    // where TCP would deliver them or fail the connection. And the proxy read everything the
+    // client sent, unless the primary's leg ended otherwise (a primary that closes early ends
+    // the session before the request does).
     let fate = Fate {
         plan,
         client_vanished: false,
     };
     for (c, r) in sessions_of(plan, seen) {
+        let want = &sent[&c.id];
+        let took = seen.obs.client_read.get(&r.conn).copied().unwrap_or(0);
+        let primary_ok = r.backends[0].outcome == Outcome::Ok;
+        if primary_ok && c.vanish_after.is_none() && !fate.faulted(0) && took != want.len() as u64 {
+            return Err(format!(
+                "client {} sent {} bytes; its primary finished ok, but the proxy read {took} of them",
+                c.id,
+                want.len()
+            ));
+        }
         for b in &r.backends {
             let host = usize::from(b.backend.0);
             if b.outcome != Outcome::Ok || c.vanish_after.is_some() || fate.faulted(host) {
                 continue;
             }
             let reads = read_by.get(&(host, c.id)).map(Vec::as_slice).unwrap_or(&[]);
-            let want = &sent[&c.id];
             match reads {
-                [one] if one.len() == want.len() && b.bytes_sent == want.len() as u64 => {}
+                [one] if one.len() as u64 == took && b.bytes_sent == took => {}
                 _ => {
                     return Err(format!(
-                        "client {} sent {} bytes; backend host {host} finished ok with {} bytes sent to it, and read {:?} on its connections for that client",
+                        "client {} sent {} bytes and the proxy read {took}; backend host {host} finished ok with {} bytes sent to it, and read {:?} on its connections for that client",
                         c.id,
                         want.len(),
                         b.bytes_sent,
@@ -265,6 +297,64 @@ fn sessions_of<'a>(
             .0;
         Some((plan.clients.iter().find(|c| c.id == *id)?, r))
     })
+}
+
+/// The report of the session that served client `got` (by its address), if one did.
+fn report_for<'a>(seen: &'a Observed, got: &ClientResult) -> Option<&'a SessionReport> {
+    let addr = got.addr.as_deref()?;
+    seen.obs.reports.iter().find(|r| r.client == addr)
+}
+
+/// The drain oracle, for plans with a drain (see the module doc); without one, the engine
+/// must never have said `Drained`.
+fn drain(plan: &Plan, seen: &Observed) -> Result<(), String> {
+    let obs = &seen.obs;
+    let Some(&first) = obs.drains.first() else {
+        return match obs.drained_at {
+            Some(at) => Err(format!("Drained at {at:?} with no drain")),
+            None if plan.drains() => Err("the planned drain was never fed".into()),
+            None => Ok(()),
+        };
+    };
+    let deadline = match obs.drains.get(1) {
+        Some(&again) => again.min(first + plan.cfg.drain_timeout),
+        None => first + plan.cfg.drain_timeout,
+    };
+    for (r, &at) in obs.reports.iter().zip(&obs.report_times) {
+        if r.started > first {
+            return Err(format!(
+                "session {} was accepted at {:?}, after the drain began at {first:?}",
+                r.conn.0, r.started
+            ));
+        }
+        let cut = r
+            .backends
+            .iter()
+            .any(|b| b.outcome == Outcome::DrainTimeout);
+        if cut && at < deadline {
+            return Err(format!(
+                "session {} was cut drain-timeout at {at:?}, before the drain's deadline {deadline:?}",
+                r.conn.0
+            ));
+        }
+        if obs.drained_at.is_some_and(|d| at > d) {
+            return Err(format!(
+                "session {} was reported at {at:?}, after Drained at {:?}",
+                r.conn.0, obs.drained_at
+            ));
+        }
+    }
+    // The deadline fires at the next tick of virtual time at the latest.
+    let slack = std::time::Duration::from_millis(5);
+    match obs.drained_at {
+        None => Err(format!(
+            "the drain began at {first:?} and never finished (deadline {deadline:?})"
+        )),
+        Some(at) if at > deadline + slack => Err(format!(
+            "Drained at {at:?}, past the drain's deadline {deadline:?}"
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Quiescence: with every client gone and every deadline passed, nothing is held.
@@ -522,7 +612,12 @@ fn outcome_fits(fate: &Fate, i: usize, kind: Option<SecondaryKind>, b: &BackendR
             Some(Resets) => false,
         },
         Outcome::Refused => faulted,
-        Outcome::Reset => faulted || kind == Some(Resets) || fate.client_vanished,
+        Outcome::Reset => {
+            faulted
+                || kind == Some(Resets)
+                || fate.client_vanished
+                || (i == 0 && fate.plan.primary_closes_early)
+        }
         Outcome::ConnectTimeout => faulted,
         Outcome::DetachedBudget | Outcome::DetachedDeadline => {
             lags || (secondary && fate.client_vanished)
@@ -530,10 +625,8 @@ fn outcome_fits(fate: &Fate, i: usize, kind: Option<SecondaryKind>, b: &BackendR
         Outcome::DetachedMemory => secondary,
         Outcome::IdleTimeout => faulted || fate.client_vanished || lags || fate.crashed(0),
         Outcome::ClientGone => fate.client_vanished,
-        Outcome::ClosedEarly
-        | Outcome::InterceptorError
-        | Outcome::DrainTimeout
-        | Outcome::NoDescriptors => false,
+        Outcome::DrainTimeout => fate.plan.drains(),
+        Outcome::ClosedEarly | Outcome::InterceptorError | Outcome::NoDescriptors => false,
     }
 }
 

@@ -156,6 +156,7 @@ pub fn replay(
         port: PROXY_PORT,
         backends: backends.clone(),
         capture: None,
+        events: Vec::new(),
     };
     {
         let obs = obs.clone();

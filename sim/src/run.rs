@@ -27,7 +27,11 @@ pub struct RunResult {
     /// The names of the oracles that failed (see `oracle.rs`).
     pub oracles_failed: Vec<&'static str>,
     pub steps: u64,
+    /// Clients in the plan, and sessions the proxy took on.
+    pub clients: u64,
     pub sessions: u64,
+    /// The longest the engine's clock leapt between two inputs while it held sessions.
+    pub longest_gap: Duration,
     /// Socket failures the engine saw.
     pub failures: u64,
     /// Reads paused by backpressure.
@@ -128,6 +132,7 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
         port: PROXY_PORT,
         backends,
         capture,
+        events: plan.proxy_events.clone(),
     };
     let obs2 = obs.clone();
     match &plan.effects {
@@ -159,8 +164,9 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
         if plan.effects.is_some() {
             sim.host(name, line_hosts::echo_backend);
         } else {
+            let early = host == 0 && plan.primary_closes_early;
             sim.host(name, move || {
-                hosts::backend(seed, host, kind, pace, shared.clone())
+                hosts::backend(seed, host, kind, pace, early, shared.clone())
             });
         }
     }
@@ -340,7 +346,9 @@ pub fn run_plan(plan: &Plan) -> RunResult {
         failure,
         oracles_failed: failed.iter().map(|f| f.oracle).collect(),
         steps: seen.obs.steps,
+        clients: plan.clients.len() as u64,
         sessions: seen.obs.accepted,
+        longest_gap: seen.obs.longest_gap,
         failures: seen.obs.failures,
         pauses: seen.obs.pauses,
         peak_client_unflushed: seen.obs.peak_client_unflushed,

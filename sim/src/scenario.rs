@@ -84,10 +84,35 @@ pub enum Scenario {
     /// rest in the listen queue. Stresses the invariant that no more clients are open than the
     /// limit, and liveness (a gate that never reopens strands clients).
     AcceptGate,
+    /// Relay; a drain (SIGTERM) 0.1–1 s into traffic whose answers trickle for up to 4 s, with
+    /// a drain timeout of 0.3–3 s and sometimes a second SIGTERM that cuts it short. Clients
+    /// keep arriving after it: they are never served and hear a refusal once the proxy has
+    /// drained. Stresses the drain oracle (no session cut before the deadline, `Drained` once
+    /// the last one ends and no later than the deadline, nobody accepted after the drain) and
+    /// client bytes (a session the deadline did not cut gets its whole answer).
+    DrainMidTraffic,
+    /// Relay; the proxy's loop freezes one to three times for 50 ms–4 s (a VM pause, a SIGSTOP)
+    /// while its sockets keep working, so the engine's clock leaps past the connect timeout
+    /// between two events and every event queued meanwhile arrives at once. Stresses the
+    /// contract's timer rule (`invariant`) and client bytes and the report: nothing the traffic
+    /// kept alive may be cut for a timeout, and no answer is lost.
+    ProxyStall,
+    /// Duplex; the primary reads a part of each request (none of it, some, or all), writes its
+    /// whole answer and closes: a reset when request bytes are left unread, as a web server
+    /// answering 413 does. Stresses client bytes (a prefix of the answer, all of it when the
+    /// primary's leg finished `ok`), request bytes (what the primary read is the request's
+    /// start) and the report (reset only for a primary that closed early; the secondary's
+    /// verdict against its own host's bytes).
+    PrimaryEarlyClose,
+    /// Duplex; each client sends 2–8 framed requests back to back on one connection and reads
+    /// the answers in order (pipelining), to an honest secondary. Stresses request bytes (every
+    /// backend parses each request boundary: a byte lost, doubled or misplaced breaks the next
+    /// header), client bytes and the report's verdict over the whole connection.
+    PipelinedClients,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 27] = [
+    pub const ALL: [Scenario; 31] = [
         Scenario::RelayHealthy,
         Scenario::DuplexPartition,
         Scenario::DuplexHold,
@@ -115,6 +140,10 @@ impl Scenario {
         Scenario::DuplexSecondaries,
         Scenario::ManySessions,
         Scenario::AcceptGate,
+        Scenario::DrainMidTraffic,
+        Scenario::ProxyStall,
+        Scenario::PrimaryEarlyClose,
+        Scenario::PipelinedClients,
     ];
 
     pub fn name(self) -> &'static str {
@@ -146,6 +175,10 @@ impl Scenario {
             Scenario::DuplexSecondaries => "duplex-secondaries",
             Scenario::ManySessions => "many-sessions",
             Scenario::AcceptGate => "accept-gate",
+            Scenario::DrainMidTraffic => "drain-mid-traffic",
+            Scenario::ProxyStall => "proxy-stall",
+            Scenario::PrimaryEarlyClose => "primary-early-close",
+            Scenario::PipelinedClients => "pipelined-clients",
         }
     }
 
@@ -157,7 +190,8 @@ impl Scenario {
     pub fn is_duplex(self) -> bool {
         use Scenario::*;
         match self {
-            RelayHealthy | PrimaryCrash | SlowClient | SlowBackend | AcceptGate => false,
+            RelayHealthy | PrimaryCrash | SlowClient | SlowBackend | AcceptGate
+            | DrainMidTraffic | ProxyStall => false,
             InterceptChurn => true,
             _ => !self.is_intercept(),
         }
@@ -226,6 +260,16 @@ impl Fault {
     }
 }
 
+/// Something that happens to the proxy itself at a point in virtual time (its driver carries
+/// it out; see `driver.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// The operator's SIGTERM: `Event::Drain`.
+    Drain,
+    /// The proxy's loop handles nothing for this long while its sockets keep working.
+    Stall(Duration),
+}
+
 /// One client's script.
 #[derive(Clone, Debug)]
 pub struct ClientPlan {
@@ -248,6 +292,16 @@ pub struct ClientPlan {
     pub lines: Vec<Vec<u8>>,
     /// Intercept scenarios: how long the client reads nothing at first, while it sends.
     pub stall: Duration,
+    /// Framed requests sent after the first on the same connection, without waiting for an
+    /// answer (pipelining): (request length, response length) each.
+    pub more: Vec<(u32, u32)>,
+}
+
+impl ClientPlan {
+    /// The bytes of every answer the client asked for, together.
+    pub fn total_response_len(&self) -> u64 {
+        u64::from(self.response_len) + self.more.iter().map(|&(_, r)| u64::from(r)).sum::<u64>()
+    }
 }
 
 /// Everything a run does, derived from (scenario, seed).
@@ -268,6 +322,10 @@ pub struct Plan {
     pub effects: Option<EffectPlan>,
     /// How the primary paces its answers.
     pub primary_pace: Pace,
+    /// The primary answers after reading only part of each request, then closes.
+    pub primary_closes_early: bool,
+    /// What happens to the proxy itself, in time order.
+    pub proxy_events: Vec<(Duration, ProxyEvent)>,
 }
 
 fn ms(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
@@ -313,6 +371,7 @@ impl Plan {
             DuplexMemoryCap => rng.random_range(8..=24),
             ManySessions => rng.random_range(100..=110),
             AcceptGate => rng.random_range(10..=30),
+            DrainMidTraffic => rng.random_range(4..=16),
             _ => rng.random_range(1..=12),
         };
         let mut clients = Vec::new();
@@ -321,6 +380,7 @@ impl Plan {
             let (req_max, resp_max) = match scenario {
                 Churn | AcceptGate => (2_000, 8_000),
                 ManySessions => (1_000, 4_000),
+                PipelinedClients => (4_000, 20_000),
                 DuplexNeverReads => (600_000, 100_000),
                 _ if big => (160_000, 400_000),
                 _ => (64_000, 200_000),
@@ -355,7 +415,15 @@ impl Plan {
                 },
                 lines: Vec::new(),
                 stall: Duration::ZERO,
+                more: Vec::new(),
             });
+        }
+        if scenario == PipelinedClients {
+            for c in &mut clients {
+                c.more = (0..rng.random_range(1..=7))
+                    .map(|_| (rng.random_range(16..=4_000), rng.random_range(0..=20_000)))
+                    .collect();
+            }
         }
         let secondary_kind = match scenario {
             DuplexGarbage => SecondaryKind::Garbage,
@@ -467,6 +535,36 @@ impl Plan {
                 c.response_len = primary_pace.bytes * writes;
             }
         }
+        let mut proxy_events = Vec::new();
+        if scenario == DrainMidTraffic {
+            cfg.drain_timeout = ms(&mut rng, 300, 3_000);
+            primary_pace = Pace {
+                bytes: rng.random_range(64..=1_024),
+                gap: Duration::from_millis(5),
+            };
+            let drain_at = ms(&mut rng, 100, 1_000);
+            proxy_events.push((drain_at, ProxyEvent::Drain));
+            // Most clients are served before the drain; the rest arrive during it.
+            for c in &mut clients {
+                c.start_at = if rng.random_bool(0.75) {
+                    ms(&mut rng, 0, drain_at.as_millis() as u64)
+                } else {
+                    drain_at + ms(&mut rng, 5, 500)
+                };
+            }
+            if rng.random_bool(0.3) {
+                let again = drain_at + ms(&mut rng, 50, cfg.drain_timeout.as_millis() as u64);
+                proxy_events.push((again, ProxyEvent::Drain));
+            }
+        }
+        if scenario == ProxyStall {
+            let mut at = ms(&mut rng, 0, 1_000);
+            for _ in 0..rng.random_range(1..=3) {
+                let length = ms(&mut rng, 50, 4_000);
+                proxy_events.push((at, ProxyEvent::Stall(length)));
+                at += length + ms(&mut rng, 50, 1_000);
+            }
+        }
         Plan {
             scenario,
             seed,
@@ -478,6 +576,8 @@ impl Plan {
             primary_crashes,
             effects: None,
             primary_pace,
+            primary_closes_early: scenario == PrimaryEarlyClose,
+            proxy_events,
         }
     }
 
@@ -527,6 +627,7 @@ impl Plan {
                 } else {
                     Duration::ZERO
                 },
+                more: Vec::new(),
             });
         }
         let mut cfg = sim_config(0);
@@ -580,7 +681,16 @@ impl Plan {
             primary_crashes,
             effects: Some(effects),
             primary_pace: Pace::default(),
+            primary_closes_early: false,
+            proxy_events: Vec::new(),
         }
+    }
+
+    /// Whether the operator asks the proxy to drain during the run.
+    pub fn drains(&self) -> bool {
+        self.proxy_events
+            .iter()
+            .any(|(_, e)| *e == ProxyEvent::Drain)
     }
 
     /// The same run without its secondaries: what the client sees must not change.

@@ -95,3 +95,30 @@ fn stalled_clients_fill_their_queue_and_pause_the_primary() {
     assert!(runs.iter().all(|r| r.pauses > 0));
     assert!(runs.iter().all(|r| r.peak_client_unflushed > high_water));
 }
+
+#[test]
+fn a_drain_lets_some_sessions_finish_cuts_others_at_its_deadline_and_turns_late_clients_away() {
+    let runs = runs(Scenario::DrainMidTraffic);
+    assert!(count(&runs, Role::Primary, Outcome::Ok) > 0);
+    assert!(count(&runs, Role::Primary, Outcome::DrainTimeout) > 0);
+    assert!(runs.iter().any(|r| r.sessions < r.clients));
+}
+
+#[test]
+fn a_stalled_proxy_sees_its_clock_leap_past_the_connect_timeout() {
+    let runs = runs(Scenario::ProxyStall);
+    let connect_timeout = fanout_sim::scenario::sim_config(0).connect_timeout;
+    assert!(runs.iter().any(|r| r.longest_gap > connect_timeout));
+    assert_eq!(
+        count(&runs, Role::Primary, Outcome::Ok),
+        runs.iter().map(|r| r.sessions).sum()
+    );
+}
+
+#[test]
+fn a_primary_that_closes_early_resets_some_sessions_and_finishes_others() {
+    let runs = runs(Scenario::PrimaryEarlyClose);
+    assert!(count(&runs, Role::Primary, Outcome::Reset) > 0);
+    assert!(count(&runs, Role::Primary, Outcome::Ok) > 0);
+    assert!(count(&runs, Role::Secondary, Outcome::Ok) > 0);
+}

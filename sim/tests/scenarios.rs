@@ -82,4 +82,8 @@ scenarios! {
     duplex_secondaries => DuplexSecondaries,
     many_sessions => ManySessions,
     accept_gate => AcceptGate,
+    drain_mid_traffic => DrainMidTraffic,
+    proxy_stall => ProxyStall,
+    primary_early_close => PrimaryEarlyClose,
+    pipelined_clients => PipelinedClients,
 }

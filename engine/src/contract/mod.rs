@@ -79,7 +79,8 @@ pub enum Rule {
     Timer,
     /// A report with reports off, twice, while a socket is open, or with wrong byte counts.
     Report,
-    /// `Drained` without a drain, twice, or with sessions left.
+    /// `Drained` without a drain, twice, or with sessions left; a session cut `drain-timeout`
+    /// before the drain's deadline.
     Drain,
     /// An effect for an unknown session, or an effect id twice.
     Effect,
@@ -256,6 +257,10 @@ pub struct Checker {
     accept_paused: bool,
     drains: u32,
     drained: bool,
+    /// How long a drain may take (`Config::drain_timeout`), and when the running drain's
+    /// deadline is: the first `Drain` plus that, or a second `Drain`'s instant.
+    drain_timeout: std::time::Duration,
+    drain_deadline: Option<Instant>,
     /// The instant of the last event, and the deadline the engine gave after it.
     now: Option<Instant>,
     deadline: Option<Instant>,
@@ -281,6 +286,8 @@ impl Checker {
             accept_paused: false,
             drains: 0,
             drained: false,
+            drain_timeout: cfg.drain_timeout,
+            drain_deadline: None,
             now: None,
             deadline: None,
             accepting: None,
@@ -387,7 +394,13 @@ impl Checker {
                 }
                 Some(_) => {}
             },
-            Event::Drain => self.drains += 1,
+            Event::Drain => {
+                self.drains += 1;
+                self.drain_deadline = Some(match self.drain_deadline {
+                    None => now + self.drain_timeout,
+                    Some(_) => now,
+                });
+            }
             Event::EffectDone { .. } => {}
         }
         Ok(())
@@ -578,6 +591,20 @@ impl Checker {
         }
         if let Some((sock, _)) = self.socks_of(conn).find(|(_, m)| m.phase != Phase::Closed) {
             return fail(Rule::Report, format!("report while {sock} is open"));
+        }
+        let cut = report
+            .backends
+            .iter()
+            .any(|b| b.outcome == crate::report::Outcome::DrainTimeout);
+        let due = self.drain_deadline.filter(|&at| self.now >= Some(at));
+        if cut && due.is_none() {
+            return fail(
+                Rule::Drain,
+                format!(
+                    "{conn:?} cut drain-timeout at {:?}, before the drain's deadline {:?}",
+                    self.now, self.drain_deadline
+                ),
+            );
         }
         Ok(())
     }

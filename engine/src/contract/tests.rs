@@ -459,6 +459,56 @@ fn drained_with_a_session_left_is_drain() {
 }
 
 #[test]
+fn a_session_cut_drain_timeout_before_the_drain_deadline_is_drain() {
+    let cfg = Config {
+        drain_timeout: std::time::Duration::from_millis(100),
+        ..cfg()
+    };
+    // The engine's own cut, at the deadline: no violation, and its report to replay below.
+    let mut real = Run::new(cfg.clone());
+    real.open();
+    real.feed(at(2), Event::Drain).unwrap();
+    let mut cut = None;
+    real.feed_with(at(102), Event::Timeout, |c| {
+        if let Command::Report(r) = c {
+            cut = Some(r.clone());
+        }
+        true
+    })
+    .unwrap();
+    let cut = cut.expect("the drain deadline cut the session");
+    assert_eq!(
+        cut.backends[0].outcome,
+        crate::report::Outcome::DrainTimeout
+    );
+    // The same report shown at 50 ms, with or without a second drain before it.
+    let shown_at_50 = |second_drain: bool| {
+        let mut r = Run::new(cfg.clone());
+        r.open();
+        r.feed(at(2), Event::Drain).unwrap();
+        let event = if second_drain {
+            Event::Drain
+        } else {
+            Event::EffectDone {
+                id: EffectId(9),
+                result: Ok(Bytes::new()),
+            }
+        };
+        r.checker.event(at(50), &event).unwrap();
+        r.checker.command(&Command::Close { sock: CLIENT }).unwrap();
+        r.checker
+            .command(&Command::Close { sock: PRIMARY })
+            .unwrap();
+        r.checker.check_command(&Command::Report(cut.clone()))
+    };
+    assert_eq!(rule_of(shown_at_50(false)), Rule::Drain);
+    assert!(
+        shown_at_50(true).is_ok(),
+        "a second drain brings the deadline to now"
+    );
+}
+
+#[test]
 fn an_effect_id_twice_is_effect() {
     let mut c = opened();
     let effect = Command::Effect {
