@@ -310,6 +310,13 @@ fn run_one(
                 println!("  {role:?} {outcome:?}: {n}");
             }
             println!("  reads paused: {}", r.pauses);
+            match r.twin_virtual_time {
+                Some(twin) => println!(
+                    "  virtual time: {:?} (twin without secondaries: {twin:?})",
+                    r.virtual_time
+                ),
+                None => println!("  virtual time: {:?}", r.virtual_time),
+            }
         }
         if r.failure.is_some() {
             failed = true;

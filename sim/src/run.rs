@@ -32,6 +32,9 @@ pub struct RunResult {
     pub sessions: u64,
     /// The longest the engine's clock leapt between two inputs while it held sessions.
     pub longest_gap: Duration,
+    /// Virtual time the run (with its secondaries) lasted, and its twin without them.
+    pub virtual_time: Duration,
+    pub twin_virtual_time: Option<Duration>,
     /// Socket failures the engine saw.
     pub failures: u64,
     /// Reads paused by backpressure.
@@ -96,6 +99,8 @@ pub(crate) struct Observed {
     pub effects: EffectLog,
     /// Error from turmoil (a host failed, or the clients did not finish in time).
     pub sim_error: Option<String>,
+    /// Virtual time the simulation ran for.
+    pub elapsed: Duration,
 }
 
 /// Runs the plan's world once.
@@ -170,30 +175,42 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
             });
         }
     }
-    // A client joins the simulation when its start comes (with what is left of its wait): a
-    // host that only sleeps still costs turmoil a tick every step. A client some fault strikes
-    // joins at once, so its link is there whenever the fault comes.
+    // Clients no fault strikes share one host, "clients", which joins the simulation when the
+    // first of them starts: turmoil steps every host on every tick, so a host per client would
+    // cost a tick each for every client, sleeping or done. Each runs as its own task there, on
+    // its own connection (the proxy tells them apart by port). A client some fault strikes
+    // gets a host of its own, joined at once, so its link is there whenever the fault comes.
+    let software = |c: ClientPlan, joined: Duration| -> ClientSoftware {
+        let c = ClientPlan {
+            start_at: c.start_at.saturating_sub(joined),
+            ..c
+        };
+        let (seed, shared) = (plan.seed, shared.clone());
+        if plan.effects.is_some() {
+            Box::pin(line_hosts::client(c, shared))
+        } else {
+            Box::pin(hosts::client(seed, c, shared))
+        }
+    };
     let mut starts: Vec<Start> = Vec::new();
-    for c in &plan.clients {
-        let (c, shared, lines, seed) =
-            (c.clone(), shared.clone(), plan.effects.is_some(), plan.seed);
+    let (faulted, together): (Vec<&ClientPlan>, Vec<&ClientPlan>) =
+        plan.clients.iter().partition(|c| {
+            let name = format!("client{}", c.id);
+            plan.faults.iter().any(|(_, f)| f.host() == name)
+        });
+    for c in faulted {
         let name = format!("client{}", c.id);
-        let faulted = plan.faults.iter().any(|(_, f)| f.host() == name);
+        let sw = software(c.clone(), Duration::ZERO);
+        starts.push((Duration::ZERO, Box::new(move |_| (name, sw))));
+    }
+    if let Some(first) = together.iter().map(|c| c.start_at).min() {
+        let clients: Vec<ClientSoftware> = together
+            .into_iter()
+            .map(|c| software(c.clone(), first))
+            .collect();
         starts.push((
-            if faulted { Duration::ZERO } else { c.start_at },
-            Box::new(move |now: Duration| {
-                let name = format!("client{}", c.id);
-                let c = ClientPlan {
-                    start_at: c.start_at.saturating_sub(now),
-                    ..c
-                };
-                let software: ClientSoftware = if lines {
-                    Box::pin(line_hosts::client(c, shared))
-                } else {
-                    Box::pin(hosts::client(seed, c, shared))
-                };
-                (name, software)
-            }),
+            first,
+            Box::new(move |_| ("clients".to_string(), Box::pin(run_together(clients)))),
         ));
     }
     starts.sort_by_key(|(at, _)| *at);
@@ -222,6 +239,7 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
             && log.borrow().in_flight() == 0
     };
     let sim_error = drive_until(&mut sim, &plan.faults, starts, settled);
+    let elapsed = sim.elapsed();
     drop(sim);
     let shared = Rc::try_unwrap(shared)
         .map(RefCell::into_inner)
@@ -237,6 +255,7 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
         obs,
         effects,
         sim_error,
+        elapsed,
     }
 }
 
@@ -244,6 +263,15 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
 /// error, if any (a host failed, or the clients did not finish in time).
 pub(crate) fn drive(sim: &mut turmoil::Sim<'_>, faults: &[(Duration, Fault)]) -> Option<String> {
     drive_until(sim, faults, Vec::new(), || false)
+}
+
+/// Runs clients side by side on one host, each as its own task; the first error, if any.
+async fn run_together(clients: Vec<ClientSoftware>) -> turmoil::Result {
+    let tasks: Vec<_> = clients.into_iter().map(tokio::task::spawn_local).collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
 }
 
 /// A client host's software.
@@ -349,6 +377,8 @@ pub fn run_plan(plan: &Plan) -> RunResult {
         clients: plan.clients.len() as u64,
         sessions: seen.obs.accepted,
         longest_gap: seen.obs.longest_gap,
+        virtual_time: seen.elapsed,
+        twin_virtual_time: twin.as_ref().map(|t| t.elapsed),
         failures: seen.obs.failures,
         pauses: seen.obs.pauses,
         peak_client_unflushed: seen.obs.peak_client_unflushed,

@@ -403,8 +403,17 @@ impl Plan {
                 ),
                 request_len,
                 response_len: rng.random_range(0..=resp_max),
-                chunk: rng.random_range(256..=16_384),
-                gap: ms(&mut rng, 0, 20),
+                // Uploads of 200-600 KB come in big writes, so they overlap (what the cap is
+                // about) within a second of virtual time instead of trickling for many.
+                chunk: match scenario {
+                    DuplexMemoryCap => rng.random_range(4_096..=16_384),
+                    _ => rng.random_range(256..=16_384),
+                },
+                gap: ms(
+                    &mut rng,
+                    0,
+                    if scenario == DuplexMemoryCap { 5 } else { 20 },
+                ),
                 half_close: scenario == ClientHalfClose || rng.random_bool(0.3),
                 vanish_after: (scenario == ClientVanish && rng.random_bool(0.6))
                     .then(|| rng.random_range(0..request_len)),
