@@ -7,47 +7,67 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
 
-/// A named family of runs. Each seed picks the numbers within it.
+/// A named family of runs. Each seed picks the numbers within it; each says which oracles it
+/// is meant to stress. New scenarios go last: a plan is seeded by its scenario's place here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
-    /// Many concurrent clients through a relay, nothing going wrong.
+    /// Many concurrent clients through a relay, nothing going wrong. Stresses client and
+    /// request bytes and the report's digests on the plain path (what `drop-tail-after-eof` breaks).
     RelayHealthy,
-    /// Duplex; the secondary is partitioned from the proxy for a while.
+    /// Duplex; the secondary is partitioned from the proxy for a while. Stresses isolation and
+    /// the report's outcomes for a secondary that times out or detaches.
     DuplexPartition,
-    /// Duplex; the link to the secondary holds messages, then releases them.
+    /// Duplex; the link to the secondary holds messages, then releases them. Stresses isolation
+    /// (the secondary's backlog must not hold the client) and the secondary's budget (limits).
     DuplexHold,
-    /// Duplex; the secondary crashes and stays down.
+    /// Duplex; the secondary crashes and stays down. Stresses isolation and quiescence (a dead
+    /// secondary's socket and timers must all go).
     DuplexCrash,
-    /// Duplex; the secondary crashes and comes back.
+    /// Duplex; the secondary crashes and comes back. Stresses isolation and the report.
     DuplexBounce,
-    /// Duplex; the secondary reads slowly and never keeps up.
+    /// Duplex; the secondary reads slowly and never keeps up. Stresses isolation, per byte and
+    /// at the client's FIN (`secondary-backpressures-client`, `client-fin-waits-for-secondaries`).
     DuplexSlowReader,
-    /// Duplex; the secondary accepts and never reads.
+    /// Duplex; the secondary accepts and never reads. Stresses the limits (its budget detaches
+    /// it) and isolation.
     DuplexNeverReads,
-    /// Duplex; the secondary answers with different bytes.
+    /// Duplex; the secondary answers with different bytes. Stresses the report's verdicts and
+    /// first differences (`equal-lengths-match`).
     DuplexGarbage,
-    /// Duplex; the link to the secondary has latency spikes.
+    /// Duplex; the link to the secondary has latency spikes. Stresses request bytes: client
+    /// bytes that arrive while the secondary still connects must reach it in order
+    /// (`secondary-loses-pending-request`).
     DuplexLatency,
     /// Duplex; the secondary resets every connection after reading the request's header.
+    /// Stresses the report and liveness: a secondary's reset must not end or mark the primary's
+    /// leg (`forget-session-on-reset`).
     DuplexReset,
-    /// The primary crashes mid-response, then comes back.
+    /// The primary crashes mid-response, then comes back. Stresses client bytes (a prefix of
+    /// what the primary sent, never other bytes), liveness and quiescence.
     PrimaryCrash,
-    /// Clients shut down their write side right after the request.
+    /// Clients shut down their write side right after the request. Stresses half-close
+    /// ordering: the FIN must reach the primary, which answers only after it (client bytes).
     ClientHalfClose,
-    /// Clients vanish mid-request.
+    /// Clients vanish mid-request. Stresses quiescence and the report (`client-gone` or a reset,
+    /// every session reported once).
     ClientVanish,
-    /// Clients read slowly: backpressure all the way to the primary.
+    /// Clients read slowly: backpressure all the way to the primary. Stresses hysteresis and
+    /// the limits (`resume-at-high-water`).
     SlowClient,
-    /// Many short sessions opening and closing while secondary faults come and go.
+    /// Many short sessions opening and closing while secondary faults come and go. Stresses the
+    /// report (one per session) and quiescence under overlapping faults.
     Churn,
     /// The line rewriter (`interceptor.rs`) answers `ASK` lines from effects that take 1–300 ms
     /// and partly fail; nothing else goes wrong. Pipelined clients, some ending on an `ASK`
     /// line, catch output that overtakes a pending effect and a FIN that leaves before one.
+    /// Stresses the rewritten streams and the effect log.
     InterceptEffects,
     /// The line rewriter with effects of which 30–70 % answer after the effect timeout: the
-    /// client hears `FAILED` at their place and the late results are ignored.
+    /// client hears `FAILED` at their place and the late results are ignored. Stresses the
+    /// rewritten streams (timers of the effects).
     InterceptEffectTimeout,
     /// The line rewriter's primary crashes while effects are pending, and restarts later.
+    /// Stresses the effect log and quiescence (no effect left in flight).
     InterceptBackendCrash,
     /// The line rewriter with clients that send 170–320 KB of lines and stop reading for
     /// 1.5–3 s while the rewritten answers keep coming: the answers must pace the primary, and
@@ -55,11 +75,13 @@ pub enum Scenario {
     InterceptStalledClient,
     /// Many short line-rewriter sessions with a mirrored secondary while partitions, holds and
     /// crashes of the mirror come and go, effects fail and time out, and some clients vanish.
+    /// Stresses isolation with an interceptor, the effect log and quiescence.
     InterceptChurn,
     /// Duplex; 8–24 clients upload at once to a secondary that never reads, with the
     /// secondaries' shared cap (`secondary_memory`) at half a budget to two budgets: the cap
-    /// detaches secondaries their budget would have kept. (Last, as scenarios seed their plans
-    /// by their place here.)
+    /// detaches secondaries their budget would have kept. Stresses the limits (the shared cap,
+    /// `secondary-memory-unbounded`) and the report (`detached-memory` only where the cap could
+    /// have been passed).
     DuplexMemoryCap,
     /// Relay; the primary answers 16–128 bytes at a time, 5–10 ms apart, for 1–4 s, with an
     /// idle timeout of 1 s: sessions stay busy far longer than the idle timeout, so only an idle
