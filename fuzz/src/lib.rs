@@ -27,6 +27,9 @@
 //!   engine.
 //! - [`framers`]: a byte stream into each [`framing`](fanout_engine::framing) framer, whole and cut
 //!   into arbitrary pieces, against the framer's definition applied to the whole stream.
+//! - [`beanstalkd`]: a client's stream into the beanstalkd request framer, cut into arbitrary
+//!   chunks, against a reference transcribed from how beanstalkd itself reads (a differential
+//!   check: the same answers, after the same bytes).
 //!
 //! Each new framer gets a target here, or a place in `framers` (see the README's "Fuzzing" section
 //! for the two-step recipe).
@@ -34,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod beanstalkd;
 pub mod capture_decoder;
 pub mod driver;
 pub mod engine_events;
@@ -51,4 +55,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("capture_decoder", capture_decoder::run),
     ("framers", framers::run),
     ("intercept_events", intercept_events::run),
+    ("beanstalkd", beanstalkd::run),
 ];

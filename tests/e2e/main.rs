@@ -11,14 +11,16 @@
 //! `cargo build --example NAME` once first, a no-op when the example is current
 //! (`support/example.rs`); `FANOUT_EXAMPLES=DIR` runs prebuilt ones instead.
 //!
-//! Needs on PATH: `curl`, `python3` (quick start) and `prlimit` from util-linux (descriptor
-//! exhaustion). Every socket has timeouts and every wait a deadline: a broken proxy fails a test
-//! with a message naming what did not happen, never hangs the suite.
+//! Needs on PATH: `curl`, `python3` (quick start), `prlimit` from util-linux (descriptor
+//! exhaustion) and `beanstalkd` (the beanstalkd framer against the real server). Every socket
+//! has timeouts and every wait a deadline: a broken proxy fails a test with a message naming
+//! what did not happen, never hangs the suite.
 
 mod support;
 
 mod backpressure;
 mod balance;
+mod beanstalkd_framing;
 mod captures;
 mod cli;
 mod cross_driver;

@@ -54,6 +54,17 @@ impl Chunks {
         None
     }
 
+    /// The byte at offset `i`, if that many are buffered.
+    pub(crate) fn byte_at(&self, mut i: usize) -> Option<u8> {
+        for chunk in &self.chunks {
+            if i < chunk.len() {
+                return Some(chunk[i]);
+            }
+            i -= chunk.len();
+        }
+        None
+    }
+
     /// Copies the first `out.len()` bytes into `out`; false (and `out` unspecified) if fewer are
     /// buffered.
     pub(crate) fn copy_prefix(&self, out: &mut [u8]) -> bool {

@@ -29,6 +29,7 @@
 //! The framers: [`LineFramer`] (messages end with `\n`) and [`LengthPrefixed`] (a big-endian
 //! length, then that many bytes).
 
+pub mod beanstalkd;
 mod chunks;
 mod length;
 mod line;
