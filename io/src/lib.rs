@@ -51,6 +51,7 @@
 
 pub mod addr;
 pub mod balance;
+pub mod beanstalkd;
 mod capture;
 pub mod cli;
 mod clock;

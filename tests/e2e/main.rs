@@ -21,6 +21,7 @@ mod support;
 mod backpressure;
 mod balance;
 mod beanstalkd_framing;
+mod beanstalkd_store;
 mod captures;
 mod cli;
 mod cross_driver;

@@ -1,0 +1,280 @@
+//! The default archive: one SQLite file (rusqlite with SQLite bundled: nothing to install).
+//!
+//! WAL journal with `synchronous=FULL`: a transaction that returned is on disk. One process may
+//! hold the file at a time for writing; SQLite serialises writers, and `busy_timeout` makes a
+//! second opener wait instead of failing.
+
+use super::store::{Counts, NewJob, Row, RowState, Store, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Sqlite {
+    db: Connection,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").finish_non_exhaustive()
+    }
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fanout_jobs (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tube TEXT NOT NULL,
+    pri INTEGER NOT NULL,
+    ttr INTEGER NOT NULL,
+    due_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    server_id INTEGER NOT NULL,
+    server_instance TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'archived')),
+    claimed_by TEXT,
+    claim_until_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS fanout_jobs_due ON fanout_jobs (state, due_ms);
+";
+
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        let db = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        db.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        db.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Sqlite { db })
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        let state: String = r.get(8)?;
+        Ok(Row {
+            row: r.get(0)?,
+            job: NewJob {
+                tube: r.get(1)?,
+                pri: r.get(2)?,
+                ttr: r.get(3)?,
+                due_ms: r.get(4)?,
+                body: r.get(5)?,
+                server_id: r.get::<_, i64>(6)? as u64,
+                server_instance: r.get(7)?,
+            },
+            state: match state.as_str() {
+                "pending" => RowState::Pending,
+                _ => RowState::Archived,
+            },
+        })
+    }
+
+    fn set_state(&mut self, rows: &[i64], sql: &str) -> Result<(), StoreError> {
+        let tx = self.db.transaction().map_err(err)?;
+        {
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for row in rows {
+                stmt.execute(params![row]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+const COLUMNS: &str = "row_id, tube, pri, ttr, due_ms, body, server_id, server_instance, state";
+
+impl Store for Sqlite {
+    fn insert(&mut self, jobs: &[NewJob]) -> Result<Vec<i64>, StoreError> {
+        let tx = self.db.transaction().map_err(err)?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO fanout_jobs (tube, pri, ttr, due_ms, body, server_id, server_instance, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')",
+                )
+                .map_err(err)?;
+            for j in jobs {
+                stmt.execute(params![
+                    j.tube,
+                    j.pri,
+                    j.ttr,
+                    j.due_ms,
+                    j.body,
+                    j.server_id as i64,
+                    j.server_instance
+                ])
+                .map_err(err)?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(ids)
+    }
+
+    fn mark_archived(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+        self.set_state(
+            rows,
+            "UPDATE fanout_jobs SET state = 'archived' WHERE row_id = ?1",
+        )
+    }
+
+    fn remove(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+        self.set_state(rows, "DELETE FROM fanout_jobs WHERE row_id = ?1")
+    }
+
+    fn pending(&mut self) -> Result<Vec<Row>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM fanout_jobs WHERE state = 'pending' ORDER BY row_id");
+        let mut stmt = self.db.prepare(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map([], Sqlite::row)
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        Ok(rows)
+    }
+
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lead: Duration,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let by = now_ms + lead.as_millis() as i64;
+        let until = now_ms + hold.as_millis() as i64;
+        let tx = self.db.transaction().map_err(err)?;
+        let rows = {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM fanout_jobs
+                 WHERE state = 'archived' AND due_ms <= ?1
+                   AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_until_ms <= ?3)
+                 ORDER BY due_ms, row_id LIMIT ?4"
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+            let rows = stmt
+                .query_map(params![by, owner, now_ms, limit as i64], Sqlite::row)
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let mut claim = tx
+                .prepare_cached(
+                    "UPDATE fanout_jobs SET claimed_by = ?1, claim_until_ms = ?2 WHERE row_id = ?3",
+                )
+                .map_err(err)?;
+            for r in &rows {
+                claim.execute(params![owner, until, r.row]).map_err(err)?;
+            }
+            rows
+        };
+        tx.commit().map_err(err)?;
+        Ok(rows)
+    }
+
+    fn counts(&mut self, now_ms: i64, lead: Duration) -> Result<Counts, StoreError> {
+        let by = now_ms + lead.as_millis() as i64;
+        let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, StoreError> {
+            self.db
+                .query_row(sql, p, |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(err)
+                .map(|n| n.unwrap_or(0) as u64)
+        };
+        Ok(Counts {
+            pending: count(
+                "SELECT COUNT(*) FROM fanout_jobs WHERE state = 'pending'",
+                &[],
+            )?,
+            archived: count(
+                "SELECT COUNT(*) FROM fanout_jobs WHERE state = 'archived'",
+                &[],
+            )?,
+            due: count(
+                "SELECT COUNT(*) FROM fanout_jobs WHERE state = 'archived' AND due_ms <= ?1",
+                &[&by],
+            )?,
+            claimed: count(
+                "SELECT COUNT(*) FROM fanout_jobs WHERE claimed_by IS NOT NULL AND claim_until_ms > ?1",
+                &[&now_ms],
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u64, due_ms: i64) -> NewJob {
+        NewJob {
+            tube: format!("t{}", n % 3),
+            pri: n as u32,
+            ttr: 60,
+            due_ms,
+            body: format!("body {n}\r\n\0binary").into_bytes(),
+            server_id: n,
+            server_instance: "abc".into(),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("archive.db")).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn inserted_jobs_survive_reopening_byte_for_byte() {
+        let (dir, mut db) = open();
+        let ids = db.insert(&[job(1, 10), job(2, 20)]).unwrap();
+        assert_eq!(ids.len(), 2);
+        drop(db);
+        let mut db = Sqlite::open(&dir.path().join("archive.db")).unwrap();
+        let pending = db.pending().unwrap();
+        assert_eq!(
+            pending.iter().map(|r| r.job.clone()).collect::<Vec<_>>(),
+            [job(1, 10), job(2, 20)]
+        );
+        assert!(pending.iter().all(|r| r.state == RowState::Pending));
+    }
+
+    #[test]
+    fn only_archived_rows_due_within_the_lead_are_claimed_soonest_first() {
+        let (_dir, mut db) = open();
+        let ids = db
+            .insert(&[job(1, 5_000), job(2, 1_000), job(3, 90_000), job(4, 2_000)])
+            .unwrap();
+        db.mark_archived(&ids[..3]).unwrap(); // job 4 stays pending
+        let lead = Duration::from_secs(10);
+        let hold = Duration::from_secs(30);
+        let got = db.claim_due("a", 0, lead, hold, 10).unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.job.server_id).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        let c = db.counts(0, lead).unwrap();
+        assert_eq!((c.pending, c.archived, c.due, c.claimed), (1, 3, 2, 2));
+    }
+
+    #[test]
+    fn a_claim_keeps_rows_from_others_until_it_expires() {
+        let (_dir, mut db) = open();
+        let ids = db.insert(&[job(1, 0), job(2, 0)]).unwrap();
+        db.mark_archived(&ids).unwrap();
+        let (lead, hold) = (Duration::ZERO, Duration::from_secs(30));
+        assert_eq!(db.claim_due("a", 1_000, lead, hold, 1).unwrap().len(), 1);
+        // b gets only the row a did not claim; a sees its own again.
+        let b = db.claim_due("b", 1_000, lead, hold, 10).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(db.claim_due("a", 2_000, lead, hold, 10).unwrap().len(), 1);
+        // Past a's claim, b may take a's row.
+        let later = db.claim_due("b", 40_000, lead, hold, 10).unwrap();
+        assert_eq!(later.len(), 2);
+        db.remove(&ids).unwrap();
+        assert_eq!(db.counts(40_000, lead).unwrap(), Counts::default());
+    }
+}

@@ -1,0 +1,130 @@
+//! The archive: where far-future jobs wait while they are out of beanstalkd's memory.
+//!
+//! A [`Store`] is used from one thread at a time (the executor's or the re-injector's; each
+//! opens its own). Every method that changes rows commits before it returns, durably: a job
+//! [`Store::insert`] returned is on disk (or in the database's log) before the caller deletes it
+//! from beanstalkd. Rows live through two states: `pending` (committed, maybe still in beanstalkd)
+//! and `archived` (deleted from beanstalkd: the row is the only copy). Re-injection claims due
+//! rows for a while ([`Store::claim_due`]); a claim that is not finished by then is free again, so
+//! a proxy that died holding claims delays those jobs by at most the claim's length.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A job leaving beanstalkd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    pub tube: String,
+    pub pri: u32,
+    /// Seconds.
+    pub ttr: u32,
+    /// When the job is due to be ready, milliseconds since the Unix epoch.
+    pub due_ms: i64,
+    pub body: Vec<u8>,
+    /// Its id in beanstalkd, and which beanstalkd process gave it (`stats` `id`).
+    pub server_id: u64,
+    pub server_instance: String,
+}
+
+/// A row of the archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub row: i64,
+    pub job: NewJob,
+    pub state: RowState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowState {
+    /// Committed; the archiver has not yet confirmed the job left beanstalkd.
+    Pending,
+    /// The row is the job's only copy.
+    Archived,
+}
+
+/// How many rows are in each state, and how many are due.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub archived: u64,
+    /// Archived rows due within the re-injection lead.
+    pub due: u64,
+    /// Rows claimed by a re-injector now.
+    pub claimed: u64,
+}
+
+/// Why a store call failed. The store is treated as unavailable until a call succeeds again.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "archive store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The archive's operations; see the module doc for the states and their guarantees.
+pub trait Store: Send {
+    /// Commits `jobs` as `pending` rows in one transaction; their row ids, in order.
+    fn insert(&mut self, jobs: &[NewJob]) -> Result<Vec<i64>, StoreError>;
+
+    /// The jobs of `rows` left beanstalkd: they become `archived`.
+    fn mark_archived(&mut self, rows: &[i64]) -> Result<(), StoreError>;
+
+    /// Deletes `rows` (re-injected, or found still in use in beanstalkd).
+    fn remove(&mut self, rows: &[i64]) -> Result<(), StoreError>;
+
+    /// Every `pending` row: after a crash, the archiver settles each one.
+    fn pending(&mut self) -> Result<Vec<Row>, StoreError>;
+
+    /// Claims up to `limit` archived rows due by `now_ms + lead` for `owner` until
+    /// `now_ms + hold`, soonest first, skipping rows claimed by others whose claim has not
+    /// expired.
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lead: Duration,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError>;
+
+    /// The row counts, with `due` counted against `now_ms + lead`.
+    fn counts(&mut self, now_ms: i64, lead: Duration) -> Result<Counts, StoreError>;
+}
+
+/// Where a store lives, from `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite:PATH`: an embedded SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => {
+                Ok(StoreUrl::Sqlite(path.trim_start_matches("//").into()))
+            }
+            Some(("mysql" | "postgres" | "postgresql", _)) => Err(format!(
+                "{s}: MySQL and PostgreSQL stores are not built yet; use sqlite:PATH"
+            )),
+            _ => Err(format!(
+                "{s}: a store is sqlite:PATH (for example sqlite:/var/lib/fanout/archive.db)"
+            )),
+        }
+    }
+}
+
+impl StoreUrl {
+    /// Opens (creating if need be) the store.
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        match self {
+            StoreUrl::Sqlite(path) => Ok(Box::new(super::sqlite::Sqlite::open(path)?)),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The archiver's building blocks against a real beanstalkd and a real SQLite file: a delayed
+//! job taken out of beanstalkd into the store (committed, then deleted from the server) and put
+//! back when due with its tube, priority, ttr, body and the delay that remains.
+
+use fanout_io::beanstalkd::client::Client;
+use fanout_io::beanstalkd::store::{NewJob, RowState, StoreUrl};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A beanstalkd on a loopback port of its own, killed on drop.
+struct Beanstalkd {
+    child: Child,
+    port: u16,
+}
+
+impl Beanstalkd {
+    fn start() -> Beanstalkd {
+        for _ in 0..20 {
+            // A port the kernel just handed out; beanstalkd fails to start if another took it.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = Command::new("beanstalkd")
+                .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("beanstalkd on PATH (apt-get install beanstalkd)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Beanstalkd { child, port };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // it exited: the port was taken meanwhile
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("beanstalkd would not start on a free loopback port");
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(("127.0.0.1", self.port), Duration::from_secs(5)).expect("connect")
+    }
+}
+
+impl Drop for Beanstalkd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn a_delayed_job_goes_to_sqlite_and_comes_back_with_its_delay_left() {
+    let server = Beanstalkd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url: StoreUrl = format!("sqlite:{}", dir.path().join("archive.db").display())
+        .parse()
+        .unwrap();
+    let mut store = url.open().unwrap();
+    let mut producer = server.client();
+    producer.use_tube("mail").unwrap();
+    let body = b"send \r\n reminder \0 binary".to_vec();
+    let id = producer.put(7, 3 * 3600, 120, &body).unwrap();
+
+    // Archive: read what the server knows, commit, then delete from the server.
+    let mut archiver = server.client();
+    let stats = archiver.stats_job(id).unwrap().expect("the job exists");
+    assert_eq!(
+        (stats.tube.as_str(), stats.state.as_str()),
+        ("mail", "delayed")
+    );
+    let instance = archiver
+        .stats()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v)
+        .expect("stats has the server's id");
+    let due_ms = now_ms() + stats.time_left as i64 * 1000;
+    let rows = store
+        .insert(&[NewJob {
+            tube: stats.tube.clone(),
+            pri: stats.pri,
+            ttr: stats.ttr,
+            due_ms,
+            body: archiver.peek(id).unwrap().expect("a body"),
+            server_id: id,
+            server_instance: instance,
+        }])
+        .unwrap();
+    assert!(archiver.delete(id).unwrap());
+    store.mark_archived(&rows).unwrap();
+    assert_eq!(
+        archiver.peek(id).unwrap(),
+        None,
+        "out of beanstalkd's memory"
+    );
+
+    // Re-inject, as if it were due within the lead: the remaining delay, the same job.
+    let lead = Duration::from_secs(4 * 3600);
+    let claimed = store
+        .claim_due("test", now_ms(), lead, Duration::from_secs(60), 10)
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].state, RowState::Archived);
+    let job = &claimed[0].job;
+    let mut injector = server.client();
+    injector.use_tube(&job.tube).unwrap();
+    let left = ((job.due_ms - now_ms()).max(0) / 1000) as u32;
+    let new_id = injector.put(job.pri, left, job.ttr, &job.body).unwrap();
+    store.remove(&[claimed[0].row]).unwrap();
+
+    let back = injector.stats_job(new_id).unwrap().expect("re-injected");
+    assert_eq!(back.tube, "mail");
+    assert_eq!(
+        (back.pri, back.ttr, back.state.as_str()),
+        (7, 120, "delayed")
+    );
+    assert!(
+        (3 * 3600 - 5..=3 * 3600).contains(&back.time_left),
+        "{back:?}"
+    );
+    assert_eq!(injector.peek(new_id).unwrap(), Some(body));
+    assert_eq!(store.counts(now_ms(), lead).unwrap().archived, 0);
+}
