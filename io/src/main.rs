@@ -6,7 +6,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let settings = match cli::parse_invocation(std::env::args_os()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "beanstalkd") {
+        return fanout_io::beanstalkd::cli::main(argv[1..].to_vec());
+    }
+    let settings = match cli::parse_invocation(argv) {
         Ok(Invocation::Proxy(s)) => s,
         Ok(tool) => return run_tool(tool),
         Err(CliError::Clap(e)) => e.exit(),

@@ -2,58 +2,9 @@
 //! job taken out of beanstalkd into the store (committed, then deleted from the server) and put
 //! back when due with its tube, priority, ttr, body and the delay that remains.
 
-use fanout_io::beanstalkd::client::Client;
+use crate::support::beanstalkd::Beanstalkd;
 use fanout_io::beanstalkd::store::{NewJob, RowState, StoreUrl};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// A beanstalkd on a loopback port of its own, killed on drop.
-struct Beanstalkd {
-    child: Child,
-    port: u16,
-}
-
-impl Beanstalkd {
-    fn start() -> Beanstalkd {
-        for _ in 0..20 {
-            // A port the kernel just handed out; beanstalkd fails to start if another took it.
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut child = Command::new("beanstalkd")
-                .args(["-l", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("beanstalkd on PATH (apt-get install beanstalkd)");
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while std::time::Instant::now() < deadline {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Beanstalkd { child, port };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // it exited: the port was taken meanwhile
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("beanstalkd would not start on a free loopback port");
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(("127.0.0.1", self.port), Duration::from_secs(5)).expect("connect")
-    }
-}
-
-impl Drop for Beanstalkd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -64,7 +15,7 @@ fn now_ms() -> i64 {
 
 #[test]
 fn a_delayed_job_goes_to_sqlite_and_comes_back_with_its_delay_left() {
-    let server = Beanstalkd::start();
+    let server = Beanstalkd::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let url: StoreUrl = format!("sqlite:{}", dir.path().join("archive.db").display())
         .parse()

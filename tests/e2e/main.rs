@@ -20,6 +20,7 @@ mod support;
 
 mod backpressure;
 mod balance;
+mod beanstalkd_archive;
 mod beanstalkd_framing;
 mod beanstalkd_store;
 mod captures;

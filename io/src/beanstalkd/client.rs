@@ -191,6 +191,28 @@ impl Client {
         }
     }
 
+    /// `watch <tube>`.
+    pub fn watch(&mut self, tube: &str) -> Result<(), ClientError> {
+        let req = format!("watch {tube}\r\n").into_bytes();
+        let r = self.call(&req)?;
+        match &r.kind {
+            ResponseKind::Word(w) if w == "WATCHING" => Ok(()),
+            _ => Err(Client::unexpected(&req, &r)),
+        }
+    }
+
+    /// `reserve-with-timeout <secs>`: a ready job's id and body, or `None` when none came in
+    /// time. The connection's own read timeout must be longer than `secs`.
+    pub fn reserve(&mut self, secs: u32) -> Result<Option<(u64, Vec<u8>)>, ClientError> {
+        let req = format!("reserve-with-timeout {secs}\r\n").into_bytes();
+        let r = self.call(&req)?;
+        match &r.kind {
+            ResponseKind::Reserved { id } => Ok(Some((*id, r.body[..r.body.len() - 2].to_vec()))),
+            ResponseKind::Word(w) if w == "TIMED_OUT" => Ok(None),
+            _ => Err(Client::unexpected(&req, &r)),
+        }
+    }
+
     /// `stats`: the server's fields (`id` tells one beanstalkd process from another).
     pub fn stats(&mut self) -> Result<Vec<(String, String)>, ClientError> {
         let req = b"stats\r\n";

@@ -1,9 +1,18 @@
-//! The beanstalkd archiver's building blocks (issue 11, in progress; the design is in
-//! `docs/BEANSTALKD.md`): the archive [`store`] and its embedded SQLite implementation, and a
-//! blocking [`client`] for the archiver's own connections to beanstalkd. The interceptor that
-//! reads the client's stream with the engine's beanstalkd framers, the executor and the
-//! re-injector are not built yet.
+//! `fanout beanstalkd`, the archiving proxy (issue 11, in progress; the design, its delivery
+//! guarantee and its named duplicate windows are in `docs/BEANSTALKD.md`).
+//!
+//! - [`archiver`]: the interceptor. Bytes pass through as they arrive; beside them it reads both
+//!   streams with the engine's beanstalkd framers and asks an effect to archive each far-future
+//!   job beanstalkd took.
+//! - [`executor`]: the effect executor, the archiving thread (store commit, then delete from
+//!   beanstalkd) and the re-injection thread (due jobs put back with the delay that remains).
+//! - [`store`] and [`sqlite`]: the archive and its embedded SQLite implementation.
+//! - [`client`]: a blocking beanstalkd client for the archiver's own connections.
+//! - [`cli`]: the command line.
 
+pub mod archiver;
+pub mod cli;
 pub mod client;
+pub mod executor;
 pub mod sqlite;
 pub mod store;

@@ -5,6 +5,7 @@
 //! a broken proxy fails a test with a message instead of hanging the suite.
 
 pub mod backend;
+pub mod beanstalkd;
 pub mod client;
 pub mod example;
 pub mod pattern;

@@ -1,0 +1,522 @@
+//! The archiver's effects and its two background threads.
+//!
+//! - [`ArchiveExecutor`] answers the interceptor's effects by queueing the job (bounded: past
+//!   `queue` jobs an effect is refused and that job simply stays in beanstalkd).
+//! - The **archiving thread** takes queued jobs in batches: commits them to the store as
+//!   `pending` rows (one transaction), deletes each from beanstalkd on its own connection, and
+//!   marks the rows `archived` (or removes a row whose job beanstalkd no longer has for it: a
+//!   worker reserved or deleted it meanwhile). Before its first batch, and after every
+//!   reconnection, it settles the `pending` rows a crash left (see `docs/BEANSTALKD.md`).
+//! - The **re-injection thread** claims archived rows due within `lead`, puts each back into
+//!   its tube with its priority, ttr and the delay that remains, then deletes the rows.
+//!
+//! Both threads open their own store and their own beanstalkd connection, retry with back-off
+//! when either is unavailable, and stop when the executor is dropped.
+
+use super::client::{Client, ClientError};
+use super::store::{NewJob, Store, StoreError, StoreUrl};
+use crate::effects::Executor;
+use fanout_engine::{EffectError, EffectRequest, EffectResult};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How the archiver's threads run.
+#[derive(Clone, Debug)]
+pub struct ArchiveConfig {
+    pub server: String,
+    pub store: StoreUrl,
+    /// Jobs waiting for the archiving thread; past it effects are refused.
+    pub queue: usize,
+    /// Jobs per store transaction.
+    pub batch: usize,
+    /// Re-inject jobs due within this long.
+    pub lead: Duration,
+    /// How often the re-injector looks for due jobs.
+    pub every: Duration,
+    /// How long a re-injector's claim keeps other proxies off its rows.
+    pub claim: Duration,
+    /// Timeout of every call to beanstalkd.
+    pub timeout: Duration,
+    /// Names this proxy's claims.
+    pub owner: String,
+}
+
+/// What the archiver has done so far (logged periodically).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub queued: AtomicU64,
+    pub refused: AtomicU64,
+    pub archived: AtomicU64,
+    /// Jobs beanstalkd no longer had when the archiver came to delete them.
+    pub gone: AtomicU64,
+    pub reinjected: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// How often the re-injection thread logs the counters.
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
+impl Counters {
+    /// The counters as one log line.
+    pub fn line(&self) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "archive: queued {} refused {} archived {} gone {} re-injected {} failures {}",
+            n(&self.queued),
+            n(&self.refused),
+            n(&self.archived),
+            n(&self.gone),
+            n(&self.reinjected),
+            n(&self.failures)
+        )
+    }
+}
+
+/// A job on its way to the archive.
+#[derive(Debug)]
+enum Job {
+    /// From a put: everything known but the due time, which counts from now.
+    Put {
+        id: u64,
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        tube: String,
+        body: Vec<u8>,
+        queued_ms: i64,
+    },
+    /// From a release: tube, ttr and body are read from beanstalkd.
+    Release {
+        id: u64,
+        pri: u32,
+        delay: u32,
+        queued_ms: i64,
+    },
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn parse(request: &EffectRequest) -> Option<Job> {
+    let p = &request.payload;
+    let queued_ms = now_ms();
+    match request.kind.as_str() {
+        super::archiver::ARCHIVE_PUT => {
+            let nl = p.iter().position(|&b| b == b'\n')?;
+            let head = std::str::from_utf8(&p[..nl]).ok()?;
+            let mut w = head.split(' ');
+            Some(Job::Put {
+                id: w.next()?.parse().ok()?,
+                pri: w.next()?.parse().ok()?,
+                delay: w.next()?.parse().ok()?,
+                ttr: w.next()?.parse().ok()?,
+                tube: w.next()?.to_string(),
+                body: p[nl + 1..].to_vec(),
+                queued_ms,
+            })
+        }
+        super::archiver::ARCHIVE_RELEASE => {
+            let head = std::str::from_utf8(p).ok()?;
+            let mut w = head.split(' ');
+            Some(Job::Release {
+                id: w.next()?.parse().ok()?,
+                pri: w.next()?.parse().ok()?,
+                delay: w.next()?.parse().ok()?,
+                queued_ms,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The effect executor and its threads.
+pub struct ArchiveExecutor {
+    tx: SyncSender<Job>,
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ArchiveExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveExecutor")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveExecutor {
+    /// Opens the store once (so a bad `--store` fails at start), then starts both threads.
+    pub fn start(cfg: ArchiveConfig) -> Result<ArchiveExecutor, StoreError> {
+        drop(cfg.store.open()?);
+        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let archiving = {
+            let (cfg, counters, stop) = (cfg.clone(), counters.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("archive".into())
+                .spawn(move || Archiving::new(cfg, counters, stop).run(rx))
+                .map_err(|e| StoreError(format!("cannot start the archiving thread: {e}")))?
+        };
+        let reinjecting = {
+            let (counters, stop) = (counters.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("reinject".into())
+                .spawn(move || reinject(cfg, counters, stop))
+                .map_err(|e| StoreError(format!("cannot start the re-injection thread: {e}")))?
+        };
+        Ok(ArchiveExecutor {
+            tx,
+            counters,
+            stop,
+            threads: vec![archiving, reinjecting],
+        })
+    }
+}
+
+impl Drop for ArchiveExecutor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Executor for ArchiveExecutor {
+    fn execute(&self, request: &EffectRequest) -> EffectResult {
+        let Some(job) = parse(request) else {
+            return Err(EffectError::Failed(
+                format!("not an archive request: {}", request.kind).into(),
+            ));
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(fanout_engine::Bytes::from_static(b"queued"))
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                Err(EffectError::Unavailable("archive queue full".into()))
+            }
+        }
+    }
+}
+
+/// A store and a beanstalkd connection, each (re)opened when needed.
+struct Links {
+    cfg: ArchiveConfig,
+    store: Option<Box<dyn Store>>,
+    server: Option<(Client, String)>,
+    backoff: Duration,
+}
+
+impl Links {
+    fn new(cfg: ArchiveConfig) -> Links {
+        Links {
+            cfg,
+            store: None,
+            server: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    fn store(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
+        if self.store.is_none() {
+            self.store = Some(self.cfg.store.open()?);
+        }
+        Ok(self.store.as_mut().expect("just opened"))
+    }
+
+    /// The connection and the server process's `stats` id; `fresh` says it was just opened.
+    fn server(&mut self) -> Result<(&mut Client, String, bool), ClientError> {
+        let fresh = self.server.is_none();
+        if fresh {
+            let mut c = Client::connect(self.cfg.server.as_str(), self.cfg.timeout)?;
+            let instance = c
+                .stats()?
+                .into_iter()
+                .find(|(k, _)| k == "id")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            self.server = Some((c, instance));
+        }
+        let (c, i) = self.server.as_mut().expect("just opened");
+        Ok((c, i.clone(), fresh))
+    }
+
+    /// Something failed: drop both links (they reopen on the next use) and wait a little,
+    /// longer each time in a row (up to 5 s).
+    fn failed(&mut self, what: &str, e: &dyn std::fmt::Display, counters: &Counters) {
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("{what}: {e}; retrying in {:?}", self.backoff);
+        self.store = None;
+        self.server = None;
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Duration::from_millis(100);
+    }
+}
+
+struct Archiving {
+    links: Links,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Why a batch could not be finished.
+enum Trouble {
+    Store(StoreError),
+    Server(ClientError),
+}
+
+impl Archiving {
+    fn new(cfg: ArchiveConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Self {
+        Archiving {
+            links: Links::new(cfg),
+            counters,
+            stop,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            if batch.is_empty() {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(job) => batch.push(job),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                while batch.len() < self.links.cfg.batch {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            match self.archive(&batch) {
+                Ok(()) => {
+                    batch.clear();
+                    self.links.succeeded();
+                }
+                Err(Trouble::Store(e)) => self.links.failed("archive store", &e, &self.counters),
+                Err(Trouble::Server(e)) => self.links.failed("archiving", &e, &self.counters),
+            }
+        }
+    }
+
+    /// Settles the pending rows a crash left, then archives `batch` (possibly empty).
+    fn archive(&mut self, batch: &[Job]) -> Result<(), Trouble> {
+        let (_, instance, fresh) = self.links.server().map_err(Trouble::Server)?;
+        if fresh {
+            self.settle(&instance)?;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut jobs = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::Put {
+                    id,
+                    pri,
+                    delay,
+                    ttr,
+                    tube,
+                    body,
+                    queued_ms,
+                } => jobs.push(NewJob {
+                    tube: tube.clone(),
+                    pri: *pri,
+                    ttr: *ttr,
+                    due_ms: queued_ms + i64::from(*delay) * 1000,
+                    body: body.clone(),
+                    server_id: *id,
+                    server_instance: instance.clone(),
+                }),
+                Job::Release {
+                    id,
+                    pri,
+                    delay,
+                    queued_ms,
+                } => {
+                    let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
+                    let stats = c.stats_job(*id).map_err(Trouble::Server)?;
+                    let body = c.peek(*id).map_err(Trouble::Server)?;
+                    match (stats, body) {
+                        (Some(s), Some(body)) if s.state == "delayed" => jobs.push(NewJob {
+                            tube: s.tube,
+                            pri: *pri,
+                            ttr: s.ttr,
+                            due_ms: queued_ms + i64::from(*delay) * 1000,
+                            body,
+                            server_id: *id,
+                            server_instance: instance.clone(),
+                        }),
+                        // Gone, or no longer delayed (kicked, reserved): not ours to take.
+                        _ => {
+                            self.counters.gone.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        let rows = self
+            .links
+            .store()
+            .map_err(Trouble::Store)?
+            .insert(&jobs)
+            .map_err(Trouble::Store)?;
+        let pairs: Vec<(i64, u64)> = rows
+            .into_iter()
+            .zip(jobs.iter().map(|j| j.server_id))
+            .collect();
+        self.delete_from_server(&pairs)
+    }
+
+    /// The rows are committed: delete their jobs from beanstalkd, then record which left it.
+    fn delete_from_server(&mut self, rows: &[(i64, u64)]) -> Result<(), Trouble> {
+        let (mut left, mut gone) = (Vec::new(), Vec::new());
+        {
+            let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
+            for &(row, id) in rows {
+                match c.delete(id).map_err(Trouble::Server)? {
+                    true => left.push(row),
+                    false => gone.push(row),
+                }
+            }
+        }
+        let store = self.links.store().map_err(Trouble::Store)?;
+        store.mark_archived(&left).map_err(Trouble::Store)?;
+        store.remove(&gone).map_err(Trouble::Store)?;
+        self.counters
+            .archived
+            .fetch_add(left.len() as u64, Ordering::Relaxed);
+        self.counters
+            .gone
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pending rows (committed; the job may still be in beanstalkd): on the same server
+    /// process, a job still there is deleted now and one not there counts as deleted (named
+    /// duplicate window 2); a row from another server process is archived as it is (window 3).
+    fn settle(&mut self, instance: &str) -> Result<(), Trouble> {
+        let pending = self
+            .links
+            .store()
+            .map_err(Trouble::Store)?
+            .pending()
+            .map_err(Trouble::Store)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!("settling {} pending archive rows", pending.len());
+        let mut archived = Vec::new();
+        {
+            let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
+            for row in &pending {
+                if row.job.server_instance == instance {
+                    c.delete(row.job.server_id).map_err(Trouble::Server)?;
+                }
+                archived.push(row.row);
+            }
+        }
+        self.links
+            .store()
+            .map_err(Trouble::Store)?
+            .mark_archived(&archived)
+            .map_err(Trouble::Store)
+    }
+}
+
+/// The re-injection thread's loop.
+fn reinject(cfg: ArchiveConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
+    let mut links = Links::new(cfg.clone());
+    let mut logged = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if logged.elapsed() >= STATS_EVERY {
+            logged = std::time::Instant::now();
+            tracing::info!("{}", counters.line());
+        }
+        match reinject_due(&mut links, &cfg, &counters) {
+            Ok(0) => {
+                links.succeeded();
+                // Sleep in short steps so a stop is seen quickly.
+                let mut slept = Duration::ZERO;
+                while slept < cfg.every && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    slept += Duration::from_millis(50);
+                }
+            }
+            Ok(_) => links.succeeded(),
+            Err(Trouble::Store(e)) => links.failed("re-injection store", &e, &counters),
+            Err(Trouble::Server(e)) => links.failed("re-injecting", &e, &counters),
+        }
+    }
+}
+
+/// Puts one claimed batch of due rows back; how many.
+fn reinject_due(
+    links: &mut Links,
+    cfg: &ArchiveConfig,
+    counters: &Counters,
+) -> Result<usize, Trouble> {
+    let now = now_ms();
+    let rows = links
+        .store()
+        .map_err(Trouble::Store)?
+        .claim_due(&cfg.owner, now, cfg.lead, cfg.claim, cfg.batch)
+        .map_err(Trouble::Store)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Rows put back are removed even when a later put fails, so no row goes back twice for
+    // anything short of a crash between a put and this removal (duplicate window 1).
+    let mut done = Vec::with_capacity(rows.len());
+    let mut trouble = None;
+    match links.server() {
+        Err(e) => trouble = Some(Trouble::Server(e)),
+        Ok((c, _, _)) => {
+            for row in &rows {
+                let left_ms = (row.job.due_ms - now_ms()).max(0);
+                let left = u32::try_from((left_ms + 999) / 1000).unwrap_or(u32::MAX);
+                let put = c
+                    .use_tube(&row.job.tube)
+                    .and_then(|()| c.put(row.job.pri, left, row.job.ttr, &row.job.body));
+                match put {
+                    Ok(_) => done.push(row.row),
+                    Err(e) => {
+                        trouble = Some(Trouble::Server(e));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !done.is_empty() {
+        links
+            .store()
+            .map_err(Trouble::Store)?
+            .remove(&done)
+            .map_err(Trouble::Store)?;
+        counters
+            .reinjected
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+    }
+    match trouble {
+        Some(t) => Err(t),
+        None => Ok(done.len()),
+    }
+}
