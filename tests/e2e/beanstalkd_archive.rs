@@ -98,3 +98,186 @@ fn a_far_future_job_waits_in_sqlite_and_comes_back_on_time() {
     assert_eq!((stats.tube.as_str(), stats.pri, stats.ttr), ("mail", 9, 45));
     assert_eq!(status(&store), (0, 0));
 }
+
+/// `fanout beanstalkd` archiving to `store` (a `sqlite:` URL) for `server`, with `extra` flags.
+fn archiver(server: &Beanstalkd, store: &str, extra: &[&str]) -> Fanout {
+    let mut a = args([
+        "beanstalkd",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        &server.addr(),
+        "--store",
+        store,
+    ]);
+    a.extend(args(extra));
+    Fanout::start(&a)
+}
+
+#[test]
+fn a_locked_store_stalls_no_client_and_archiving_resumes_when_it_frees() {
+    let server = Beanstalkd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.db");
+    let store = format!("sqlite:{}", path.display());
+    let proxy = archiver(&server, &store, &["--archive-after", "1h"]);
+    // Another process holds the only write lock SQLite has.
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let mut client = Client::connect(proxy.addr(), Duration::from_secs(20)).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        ids.push(
+            client
+                .put(1, 7200, 60, format!("job {i}").as_bytes())
+                .unwrap(),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "put {i} waited {:?} on a locked store",
+            started.elapsed()
+        );
+    }
+    // Nothing can be archived: every job is still in beanstalkd.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut direct = server.client();
+    for &id in &ids {
+        assert!(
+            direct.peek(id).unwrap().is_some(),
+            "job {id} left beanstalkd for a locked store"
+        );
+    }
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    assert!(
+        eventually(Duration::from_secs(30), || ids
+            .iter()
+            .all(|&id| direct.peek(id).unwrap().is_none())),
+        "archiving did not resume once the store was free: {}",
+        proxy.stderr()
+    );
+    assert_eq!(status(&store), (0, 20));
+}
+
+/// Jobs, and when each is due, by body.
+struct Ledger {
+    due: std::collections::BTreeMap<Vec<u8>, Instant>,
+}
+
+#[test]
+fn kill_9_at_random_points_loses_no_job_and_delivers_none_early() {
+    const JOBS: usize = 10_000;
+    const BATCH: usize = 200;
+    let server = Beanstalkd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("archive.db").display());
+    let flags = [
+        "--archive-after",
+        "1s",
+        "--reinject-lead",
+        "1s",
+        "--reinject-every",
+        "50ms",
+        "--archive-batch",
+        "200",
+        "--claim",
+        "2s",
+    ];
+    let mut proxy = archiver(&server, &store, &flags);
+
+    // Every job through the proxy, delays 2-8 s: all of them far enough to archive.
+    let mut ledger = Ledger {
+        due: Default::default(),
+    };
+    let mut client = Client::connect(proxy.addr(), Duration::from_secs(20)).unwrap();
+    let p0 = Instant::now();
+    for i in 0..JOBS {
+        let delay = 2 + (i % 7) as u32;
+        let body = format!("job {i}").into_bytes();
+        client.put(1, delay, 60, &body).unwrap();
+        ledger
+            .due
+            .insert(body, Instant::now() + Duration::from_secs(u64::from(delay)));
+    }
+    drop(client);
+    let puts_took = p0.elapsed();
+    let t0 = Instant::now();
+
+    // A worker straight on beanstalkd takes every job as it becomes ready.
+    let addr = server.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut w = Client::connect(addr.as_str(), Duration::from_secs(20)).unwrap();
+            let mut got: Vec<(Vec<u8>, Instant)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((id, body)) = w.reserve(1).unwrap() {
+                    got.push((body, Instant::now()));
+                    w.delete(id).unwrap();
+                }
+            }
+            got
+        })
+    };
+
+    // kill -9 the proxy every 100-700 ms for 10 s, restarting it on the same store each time.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    let chaos = Instant::now();
+    while chaos.elapsed() < Duration::from_secs(10) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(100 + rng % 600));
+        drop(proxy); // SIGKILL
+        kills += 1;
+        proxy = archiver(&server, &store, &flags);
+    }
+    // The last one runs undisturbed until every job came back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&store) != (0, 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all_back = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = worker.join().expect("the worker");
+
+    let mut seen: std::collections::BTreeMap<&[u8], usize> = Default::default();
+    for (body, at) in &got {
+        *seen.entry(body).or_default() += 1;
+        let due = ledger.due[body];
+        assert!(
+            *at + Duration::from_secs(1) >= due,
+            "{} delivered {:?} before it was due",
+            String::from_utf8_lossy(body),
+            due - *at
+        );
+    }
+    let lost: Vec<_> = ledger
+        .due
+        .keys()
+        .filter(|b| !seen.contains_key(b.as_slice()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {JOBS} jobs never delivered after {kills} kills (first: {:?}); status {:?}; proxy: {}",
+        lost.len(),
+        String::from_utf8_lossy(lost[0]),
+        status(&store),
+        proxy.stderr()
+    );
+    // Duplicates only from the re-injection window: at most one batch per kill.
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!(
+        "{JOBS} jobs put in {puts_took:?}, {kills} kills, all back {all_back:?} after the puts, \
+         {duplicates} delivered twice"
+    );
+    assert!(
+        duplicates <= kills * BATCH,
+        "{duplicates} duplicates after {kills} kills"
+    );
+}

@@ -74,8 +74,10 @@ struct RunArgs {
     /// Jobs per store transaction.
     #[arg(long, value_name = "N", default_value_t = 500)]
     archive_batch: usize,
-    /// How long a re-injector's claim keeps other proxies sharing the store off its rows.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "60s")]
+    /// How long a re-injector's claim keeps other proxies sharing the store off its rows: the
+    /// longest a killed proxy's claimed jobs wait to be put back by another (or by itself
+    /// restarted).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
     claim: Duration,
     /// Timeout of each call the archiver makes to beanstalkd.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
