@@ -281,3 +281,35 @@ fn kill_9_at_random_points_loses_no_job_and_delivers_none_early() {
         "{duplicates} duplicates after {kills} kills"
     );
 }
+
+/// The transcript of `scripts/greenstalk_session.py` against `addr`.
+fn greenstalk_transcript(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/e2e/scripts/greenstalk_session.py"
+    );
+    let out = std::process::Command::new("python3")
+        .args([script, host, port])
+        .output()
+        .expect("python3 on PATH");
+    assert!(
+        out.status.success(),
+        "the greenstalk session failed (pip install greenstalk): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("a UTF-8 transcript")
+}
+
+#[test]
+fn every_command_through_greenstalk_answers_as_beanstalkd_does_without_the_proxy() {
+    let behind = Beanstalkd::start(&[]);
+    let alone = Beanstalkd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("archive.db").display());
+    let proxy = archiver(&behind, &store, &["--archive-after", "1000h"]);
+    let through = greenstalk_transcript(&proxy.addr().to_string());
+    let direct = greenstalk_transcript(&alone.addr());
+    assert!(direct.lines().count() > 30, "{direct}");
+    assert_eq!(through, direct);
+}

@@ -12,7 +12,8 @@
 //! (`support/example.rs`); `FANOUT_EXAMPLES=DIR` runs prebuilt ones instead.
 //!
 //! Needs on PATH: `curl`, `python3` (quick start), `prlimit` from util-linux (descriptor
-//! exhaustion) and `beanstalkd` (the beanstalkd framer against the real server). Every socket
+//! exhaustion), `beanstalkd` and Python's `greenstalk` (`pip install greenstalk`) for the
+//! beanstalkd archiver. Every socket
 //! has timeouts and every wait a deadline: a broken proxy fails a test with a message naming
 //! what did not happen, never hangs the suite.
 
