@@ -13,9 +13,8 @@
 //!
 //! Needs on PATH: `curl`, `python3` (quick start), `prlimit` from util-linux (descriptor
 //! exhaustion), `beanstalkd` and Python's `greenstalk` (`pip install greenstalk`) for the
-//! beanstalkd archiver. Every socket
-//! has timeouts and every wait a deadline: a broken proxy fails a test with a message naming
-//! what did not happen, never hangs the suite.
+//! beanstalkd archiver. Every socket has timeouts and every wait a deadline: a broken proxy
+//! fails a test with a message naming what did not happen, never hangs the suite.
 
 mod support;
 
