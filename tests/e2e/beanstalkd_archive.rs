@@ -313,3 +313,69 @@ fn every_command_through_greenstalk_answers_as_beanstalkd_does_without_the_proxy
     assert!(direct.lines().count() > 30, "{direct}");
     assert_eq!(through, direct);
 }
+
+#[test]
+fn two_proxies_sharing_a_store_put_each_job_back_exactly_once() {
+    const JOBS: usize = 1_000;
+    let server = Beanstalkd::start(&[]);
+    let stores = crate::beanstalkd_store::Stores::new("shared");
+    let flags = [
+        "--archive-after",
+        "1s",
+        "--reinject-lead",
+        "1s",
+        "--reinject-every",
+        "20ms",
+        "--archive-batch",
+        "50",
+    ];
+    for (n, url) in stores.urls.iter().enumerate() {
+        let proxies = [
+            archiver(&server, url, &flags),
+            archiver(&server, url, &flags),
+        ];
+        let mut clients: Vec<Client> = proxies
+            .iter()
+            .map(|p| Client::connect(p.addr(), Duration::from_secs(20)).unwrap())
+            .collect();
+        let tube = format!("shared{n}");
+        for c in &mut clients {
+            c.use_tube(&tube).unwrap();
+        }
+        for i in 0..JOBS {
+            let body = format!("{tube} job {i}");
+            clients[i % 2]
+                .put(1, 2 + (i % 3) as u32, 60, body.as_bytes())
+                .unwrap();
+        }
+        let mut worker = server.client();
+        worker.watch(&tube).unwrap();
+        worker.ignore("default").unwrap();
+        let mut seen: std::collections::BTreeMap<Vec<u8>, usize> = Default::default();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while seen.len() < JOBS && Instant::now() < deadline {
+            if let Some((id, body)) = worker.reserve(1).unwrap() {
+                *seen.entry(body).or_default() += 1;
+                worker.delete(id).unwrap();
+            }
+        }
+        // Anything put back twice would be ready by now.
+        while let Some((id, body)) = worker.reserve(1).unwrap() {
+            *seen.entry(body).or_default() += 1;
+            worker.delete(id).unwrap();
+        }
+        assert_eq!(
+            seen.len(),
+            JOBS,
+            "{url}: jobs lost; {}",
+            proxies[0].stderr()
+        );
+        let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "{url}: {} jobs delivered twice",
+            twice.len()
+        );
+        assert_eq!(status(url), (0, 0), "{url}");
+    }
+}

@@ -22,7 +22,7 @@ mod backpressure;
 mod balance;
 mod beanstalkd_archive;
 mod beanstalkd_framing;
-mod beanstalkd_store;
+pub mod beanstalkd_store;
 mod captures;
 mod cli;
 mod cross_driver;

@@ -41,7 +41,9 @@ enum Status {
 
 #[derive(Debug, Args)]
 struct StoreArgs {
-    /// Where archived jobs wait: sqlite:PATH.
+    /// Where archived jobs wait: sqlite:PATH, mysql://USER@HOST:PORT/DB or
+    /// postgres://USER@HOST:PORT/DB (the two shareable by several proxies; ?table=NAME picks the
+    /// table, fanout_jobs by default).
     #[arg(long, value_name = "URL", default_value = "sqlite:fanout-archive.db")]
     store: StoreUrl,
     /// Jobs due within this long are put back into beanstalkd.

@@ -201,6 +201,16 @@ impl Client {
         }
     }
 
+    /// `ignore <tube>` (refused for the last tube watched).
+    pub fn ignore(&mut self, tube: &str) -> Result<(), ClientError> {
+        let req = format!("ignore {tube}\r\n").into_bytes();
+        let r = self.call(&req)?;
+        match &r.kind {
+            ResponseKind::Word(w) if w == "WATCHING" => Ok(()),
+            _ => Err(Client::unexpected(&req, &r)),
+        }
+    }
+
     /// `reserve-with-timeout <secs>`: a ready job's id and body, or `None` when none came in
     /// time. The connection's own read timeout must be longer than `secs`.
     pub fn reserve(&mut self, secs: u32) -> Result<Option<(u64, Vec<u8>)>, ClientError> {

@@ -6,7 +6,8 @@
 //!   job beanstalkd took.
 //! - [`executor`]: the effect executor, the archiving thread (store commit, then delete from
 //!   beanstalkd) and the re-injection thread (due jobs put back with the delay that remains).
-//! - [`store`] and [`sqlite`]: the archive and its embedded SQLite implementation.
+//! - [`store`]: the archive; [`sqlite`] (the default, embedded), [`mysql`] and [`postgres`]
+//!   (several proxies may share one) implement it.
 //! - [`client`]: a blocking beanstalkd client for the archiver's own connections.
 //! - [`cli`]: the command line.
 
@@ -14,5 +15,7 @@ pub mod archiver;
 pub mod cli;
 pub mod client;
 pub mod executor;
+pub mod mysql;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;

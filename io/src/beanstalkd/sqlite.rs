@@ -147,7 +147,12 @@ impl Store for Sqlite {
     ) -> Result<Vec<Row>, StoreError> {
         let by = now_ms + lead.as_millis() as i64;
         let until = now_ms + hold.as_millis() as i64;
-        let tx = self.db.transaction().map_err(err)?;
+        // IMMEDIATE: the write lock from the start, so two proxies on one file never both read
+        // the same free rows before either claims them.
+        let tx = self
+            .db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let rows = {
             let sql = format!(
                 "SELECT {COLUMNS} FROM fanout_jobs
@@ -202,79 +207,5 @@ impl Store for Sqlite {
                 &[&now_ms],
             )?,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(n: u64, due_ms: i64) -> NewJob {
-        NewJob {
-            tube: format!("t{}", n % 3),
-            pri: n as u32,
-            ttr: 60,
-            due_ms,
-            body: format!("body {n}\r\n\0binary").into_bytes(),
-            server_id: n,
-            server_instance: "abc".into(),
-        }
-    }
-
-    fn open() -> (tempfile::TempDir, Sqlite) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Sqlite::open(&dir.path().join("archive.db")).unwrap();
-        (dir, db)
-    }
-
-    #[test]
-    fn inserted_jobs_survive_reopening_byte_for_byte() {
-        let (dir, mut db) = open();
-        let ids = db.insert(&[job(1, 10), job(2, 20)]).unwrap();
-        assert_eq!(ids.len(), 2);
-        drop(db);
-        let mut db = Sqlite::open(&dir.path().join("archive.db")).unwrap();
-        let pending = db.pending().unwrap();
-        assert_eq!(
-            pending.iter().map(|r| r.job.clone()).collect::<Vec<_>>(),
-            [job(1, 10), job(2, 20)]
-        );
-        assert!(pending.iter().all(|r| r.state == RowState::Pending));
-    }
-
-    #[test]
-    fn only_archived_rows_due_within_the_lead_are_claimed_soonest_first() {
-        let (_dir, mut db) = open();
-        let ids = db
-            .insert(&[job(1, 5_000), job(2, 1_000), job(3, 90_000), job(4, 2_000)])
-            .unwrap();
-        db.mark_archived(&ids[..3]).unwrap(); // job 4 stays pending
-        let lead = Duration::from_secs(10);
-        let hold = Duration::from_secs(30);
-        let got = db.claim_due("a", 0, lead, hold, 10).unwrap();
-        assert_eq!(
-            got.iter().map(|r| r.job.server_id).collect::<Vec<_>>(),
-            [2, 1]
-        );
-        let c = db.counts(0, lead).unwrap();
-        assert_eq!((c.pending, c.archived, c.due, c.claimed), (1, 3, 2, 2));
-    }
-
-    #[test]
-    fn a_claim_keeps_rows_from_others_until_it_expires() {
-        let (_dir, mut db) = open();
-        let ids = db.insert(&[job(1, 0), job(2, 0)]).unwrap();
-        db.mark_archived(&ids).unwrap();
-        let (lead, hold) = (Duration::ZERO, Duration::from_secs(30));
-        assert_eq!(db.claim_due("a", 1_000, lead, hold, 1).unwrap().len(), 1);
-        // b gets only the row a did not claim; a sees its own again.
-        let b = db.claim_due("b", 1_000, lead, hold, 10).unwrap();
-        assert_eq!(b.len(), 1);
-        assert_eq!(db.claim_due("a", 2_000, lead, hold, 10).unwrap().len(), 1);
-        // Past a's claim, b may take a's row.
-        let later = db.claim_due("b", 40_000, lead, hold, 10).unwrap();
-        assert_eq!(later.len(), 2);
-        db.remove(&ids).unwrap();
-        assert_eq!(db.counts(40_000, lead).unwrap(), Counts::default());
     }
 }

@@ -100,6 +100,33 @@ pub trait Store: Send {
 pub enum StoreUrl {
     /// `sqlite:PATH`: an embedded SQLite file.
     Sqlite(std::path::PathBuf),
+    /// `mysql://...`: MySQL or MariaDB; the URL without `?table=`, and the table.
+    Mysql { url: String, table: String },
+    /// `postgres://...` (or `postgresql://`): PostgreSQL; the URL without `?table=`, and the
+    /// table.
+    Postgres { url: String, table: String },
+}
+
+/// The table a store keeps its rows in, unless the URL says `?table=NAME`.
+pub const DEFAULT_TABLE: &str = "fanout_jobs";
+
+/// `url` without a trailing `?table=NAME`, and the table (checked to be a plain identifier).
+fn table_of(url: &str) -> Result<(String, String), String> {
+    let Some((base, query)) = url.split_once("?table=") else {
+        return Ok((url.to_string(), DEFAULT_TABLE.to_string()));
+    };
+    let plain = !query.is_empty()
+        && query.len() <= 64
+        && query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !query.as_bytes()[0].is_ascii_digit();
+    if !plain {
+        return Err(format!(
+            "{url}: a table is letters, digits and _, not starting with a digit"
+        ));
+    }
+    Ok((base.to_string(), query.to_string()))
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -110,21 +137,31 @@ impl std::str::FromStr for StoreUrl {
             Some(("sqlite", path)) if !path.is_empty() => {
                 Ok(StoreUrl::Sqlite(path.trim_start_matches("//").into()))
             }
-            Some(("mysql" | "postgres" | "postgresql", _)) => Err(format!(
-                "{s}: MySQL and PostgreSQL stores are not built yet; use sqlite:PATH"
-            )),
+            Some(("mysql", _)) => {
+                let (url, table) = table_of(s)?;
+                Ok(StoreUrl::Mysql { url, table })
+            }
+            Some(("postgres" | "postgresql", _)) => {
+                let (url, table) = table_of(s)?;
+                Ok(StoreUrl::Postgres { url, table })
+            }
             _ => Err(format!(
-                "{s}: a store is sqlite:PATH (for example sqlite:/var/lib/fanout/archive.db)"
+                "{s}: a store is sqlite:PATH, mysql://USER@HOST:PORT/DB or \
+                 postgres://USER@HOST:PORT/DB (optionally ?table=NAME)"
             )),
         }
     }
 }
 
 impl StoreUrl {
-    /// Opens (creating if need be) the store.
+    /// Opens (creating the file or table if need be) the store.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
-        match self {
-            StoreUrl::Sqlite(path) => Ok(Box::new(super::sqlite::Sqlite::open(path)?)),
-        }
+        Ok(match self {
+            StoreUrl::Sqlite(path) => Box::new(super::sqlite::Sqlite::open(path)?),
+            StoreUrl::Mysql { url, table } => Box::new(super::mysql::Mysql::open(url, table)?),
+            StoreUrl::Postgres { url, table } => {
+                Box::new(super::postgres::Postgres::open(url, table)?)
+            }
+        })
     }
 }
