@@ -379,3 +379,49 @@ fn two_proxies_sharing_a_store_put_each_job_back_exactly_once() {
         assert_eq!(status(url), (0, 0), "{url}");
     }
 }
+
+#[test]
+fn archived_jobs_outlive_a_beanstalkd_restart_and_go_to_the_new_server() {
+    let mut server = Beanstalkd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("archive.db").display());
+    let proxy = archiver(
+        &server,
+        &store,
+        &[
+            "--archive-after",
+            "1s",
+            "--reinject-lead",
+            "1s",
+            "--reinject-every",
+            "50ms",
+        ],
+    );
+    let mut client = Client::connect(proxy.addr(), Duration::from_secs(20)).unwrap();
+    for i in 0..50 {
+        client.put(1, 6, 60, format!("job {i}").as_bytes()).unwrap();
+    }
+    drop(client);
+    assert!(
+        eventually(Duration::from_secs(4), || status(&store) == (0, 50)),
+        "not archived in time: {:?}",
+        status(&store)
+    );
+    // beanstalkd dies without a binlog: the store holds the only copies.
+    server.restart();
+    let mut worker = server.client();
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 50 && Instant::now() < deadline {
+        if let Some((id, body)) = worker.reserve(1).unwrap() {
+            got.insert(body);
+            worker.delete(id).unwrap();
+        }
+    }
+    assert_eq!(
+        got.len(),
+        50,
+        "jobs lost with the server: {}",
+        proxy.stderr()
+    );
+}

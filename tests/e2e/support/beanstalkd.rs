@@ -43,6 +43,27 @@ impl Beanstalkd {
         panic!("beanstalkd would not start on a free loopback port");
     }
 
+    /// Kills the server (SIGKILL: without a binlog its jobs are gone) and starts a fresh one on
+    /// the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new("beanstalkd")
+            .args(["-l", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("beanstalkd on PATH");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "beanstalkd did not come back on its port"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
