@@ -4,10 +4,12 @@
 //! far-future job (`INSERTED <id>` for a `put`, `RELEASED` for a `release`, with a delay of at
 //! least `archive_after`) asks an effect to archive it. See `docs/BEANSTALKD.md`.
 //!
-//! The effect only hands the job to the executor's queue (`executor.rs`): the session's later
-//! answers wait behind it for that hand-over, never for a store commit. If the streams stop
-//! making sense (an answer the framer cannot frame, more answers than requests), the session
-//! stops archiving and keeps passing bytes through.
+//! The effect only hands jobs to the executor's queue (`executor.rs`): the session's later
+//! answers wait behind it for that hand-over, never for a store commit. A session has at most one
+//! such effect pending: jobs taken while it is pending go together in the next one, so a client
+//! pipelining thousands of far-future puts costs one hand-over per round, never more effects than
+//! `max_effects`. If the streams stop making sense (an answer the framer cannot frame, more
+//! answers than requests), the session stops archiving and keeps passing bytes through.
 
 use fanout_engine::framing::beanstalkd::{
     Command, Request, RequestFramer, ResponseFramer, ResponseKind,
@@ -17,9 +19,10 @@ use fanout_engine::{
 };
 use std::collections::VecDeque;
 
-/// Effect kinds the executor understands.
-pub const ARCHIVE_PUT: &str = "beanstalkd-archive-put";
-pub const ARCHIVE_RELEASE: &str = "beanstalkd-archive-release";
+/// The effect kind the executor understands. Its payload is a run of records: a put beanstalkd
+/// took, `P <id> <pri> <delay> <ttr> <tube> <body length>\n<body>`, or a release,
+/// `R <id> <pri> <delay>\n`.
+pub const ARCHIVE: &str = "beanstalkd-archive";
 
 /// What an answer on its way will settle.
 #[derive(Debug)]
@@ -46,6 +49,9 @@ pub struct Session {
     awaiting: VecDeque<Awaiting>,
     /// The streams stopped making sense: pass bytes through, archive nothing more.
     lost: bool,
+    /// Records for the next effect, and whether one is pending.
+    batch: Vec<u8>,
+    pending: bool,
 }
 
 /// The interceptor, one per event loop.
@@ -83,6 +89,8 @@ impl Archiver {
         }
     }
 
+    /// Pairs the answers framed so far with their requests; far-future jobs beanstalkd took go
+    /// into the session's next batch.
     fn read_answers(&self, st: &mut Session, conn: &mut Conn<'_>) {
         loop {
             let answer = match st.answers.pop() {
@@ -105,7 +113,7 @@ impl Archiver {
                 st.lost = true;
                 return;
             };
-            let request = match (awaiting, &answer.kind) {
+            match (awaiting, &answer.kind) {
                 (
                     Awaiting::Put {
                         tube,
@@ -116,27 +124,29 @@ impl Archiver {
                     },
                     ResponseKind::Inserted(id),
                 ) => {
-                    let mut payload = format!("{id} {pri} {delay} {ttr} {tube}\n").into_bytes();
-                    payload.extend_from_slice(&body);
-                    Some(EffectRequest::new(ARCHIVE_PUT, payload))
+                    let head = format!("P {id} {pri} {delay} {ttr} {tube} {}\n", body.len());
+                    st.batch.extend_from_slice(head.as_bytes());
+                    st.batch.extend_from_slice(&body);
                 }
                 (Awaiting::Release { id, pri, delay }, ResponseKind::Word(w))
                     if w == "RELEASED" =>
                 {
-                    Some(EffectRequest::new(
-                        ARCHIVE_RELEASE,
-                        format!("{id} {pri} {delay}").into_bytes(),
-                    ))
+                    st.batch
+                        .extend_from_slice(format!("R {id} {pri} {delay}\n").as_bytes());
                 }
-                _ => None,
-            };
-            if let Some(request) = request {
-                if conn.effect(request).is_err() {
-                    return; // the session ends: too many effects pending
-                }
+                _ => {}
             }
         }
     }
+}
+
+/// Hands the records gathered so far to the executor, unless an effect is pending already.
+fn flush(st: &mut Session, conn: &mut Conn<'_>) {
+    if st.pending || st.batch.is_empty() {
+        return;
+    }
+    let payload = std::mem::take(&mut st.batch);
+    st.pending = conn.effect(EffectRequest::new(ARCHIVE, payload)).is_ok();
 }
 
 impl Interceptor for Archiver {
@@ -149,6 +159,8 @@ impl Interceptor for Archiver {
             answers: ResponseFramer::new(u64::from(self.max_job_size).max(1 << 20)),
             awaiting: VecDeque::new(),
             lost: false,
+            batch: Vec::new(),
+            pending: false,
         }
     }
 
@@ -165,16 +177,19 @@ impl Interceptor for Archiver {
         if !st.lost {
             st.answers.push(data);
             self.read_answers(st, conn);
+            flush(st, conn);
         }
     }
 
-    fn on_effect(&mut self, _st: &mut Session, conn: &mut Conn<'_>, id: EffectId, r: EffectResult) {
+    fn on_effect(&mut self, st: &mut Session, conn: &mut Conn<'_>, id: EffectId, r: EffectResult) {
+        st.pending = false;
         if let Err(e) = r {
             tracing::warn!(
-                "beanstalkd session {}: effect {} not archived ({e}); the job stays in beanstalkd",
+                "beanstalkd session {}: effect {} not archived ({e}); its jobs stay in beanstalkd",
                 conn.id().0,
                 id.0
             );
         }
+        flush(st, conn);
     }
 }

@@ -103,36 +103,53 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn parse(request: &EffectRequest) -> Option<Job> {
-    let p = &request.payload;
-    let queued_ms = now_ms();
-    match request.kind.as_str() {
-        super::archiver::ARCHIVE_PUT => {
-            let nl = p.iter().position(|&b| b == b'\n')?;
-            let head = std::str::from_utf8(&p[..nl]).ok()?;
-            let mut w = head.split(' ');
-            Some(Job::Put {
-                id: w.next()?.parse().ok()?,
-                pri: w.next()?.parse().ok()?,
-                delay: w.next()?.parse().ok()?,
-                ttr: w.next()?.parse().ok()?,
-                tube: w.next()?.to_string(),
-                body: p[nl + 1..].to_vec(),
-                queued_ms,
-            })
-        }
-        super::archiver::ARCHIVE_RELEASE => {
-            let head = std::str::from_utf8(p).ok()?;
-            let mut w = head.split(' ');
-            Some(Job::Release {
-                id: w.next()?.parse().ok()?,
-                pri: w.next()?.parse().ok()?,
-                delay: w.next()?.parse().ok()?,
-                queued_ms,
-            })
-        }
-        _ => None,
+/// The jobs of an archive effect's payload (see [`super::archiver::ARCHIVE`]); `None` if it is
+/// not one.
+fn parse(request: &EffectRequest) -> Option<Vec<Job>> {
+    if request.kind != super::archiver::ARCHIVE {
+        return None;
     }
+    let queued_ms = now_ms();
+    let mut p = &request.payload[..];
+    let mut jobs = Vec::new();
+    while !p.is_empty() {
+        let nl = p.iter().position(|&b| b == b'\n')?;
+        let head = std::str::from_utf8(&p[..nl]).ok()?;
+        p = &p[nl + 1..];
+        let mut w = head.split(' ');
+        let mut num = || w.next()?.parse::<u64>().ok();
+        match head.as_bytes().first() {
+            Some(b'P') => {
+                let _ = num(); // the record's letter
+                let (id, pri, delay, ttr) = (num()?, num()? as u32, num()? as u32, num()? as u32);
+                let mut w = head.rsplitn(3, ' ');
+                let len: usize = w.next()?.parse().ok()?;
+                let tube = w.next()?.to_string();
+                let body = p.get(..len)?.to_vec();
+                p = &p[len..];
+                jobs.push(Job::Put {
+                    id,
+                    pri,
+                    delay,
+                    ttr,
+                    tube,
+                    body,
+                    queued_ms,
+                });
+            }
+            Some(b'R') => {
+                let _ = num();
+                jobs.push(Job::Release {
+                    id: num()?,
+                    pri: num()? as u32,
+                    delay: num()? as u32,
+                    queued_ms,
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(jobs)
 }
 
 /// The effect executor and its threads.
@@ -192,20 +209,25 @@ impl Drop for ArchiveExecutor {
 
 impl Executor for ArchiveExecutor {
     fn execute(&self, request: &EffectRequest) -> EffectResult {
-        let Some(job) = parse(request) else {
+        let Some(jobs) = parse(request) else {
             return Err(EffectError::Failed(
                 format!("not an archive request: {}", request.kind).into(),
             ));
         };
-        match self.tx.try_send(job) {
-            Ok(()) => {
-                self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(fanout_engine::Bytes::from_static(b"queued"))
+        let (mut queued, mut refused) = (0u64, 0u64);
+        for job in jobs {
+            match self.tx.try_send(job) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => refused += 1,
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                Err(EffectError::Unavailable("archive queue full".into()))
-            }
+        }
+        self.counters.queued.fetch_add(queued, Ordering::Relaxed);
+        self.counters.refused.fetch_add(refused, Ordering::Relaxed);
+        match refused {
+            0 => Ok(fanout_engine::Bytes::from(format!("queued {queued}"))),
+            _ => Err(EffectError::Unavailable(
+                format!("archive queue full: {refused} jobs left in beanstalkd").into(),
+            )),
         }
     }
 }
