@@ -425,3 +425,44 @@ fn archived_jobs_outlive_a_beanstalkd_restart_and_go_to_the_new_server() {
         proxy.stderr()
     );
 }
+
+#[test]
+fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archived() {
+    use std::io::{Read, Write};
+    const PUTS: usize = 2_000;
+    let server = Beanstalkd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("archive.db").display());
+    let proxy = archiver(&server, &store, &["--archive-after", "1h"]);
+    let mut conn = proxy.connect();
+    let mut puts = Vec::new();
+    for i in 0..PUTS {
+        puts.extend_from_slice(format!("put 1 7200 60 8\r\njob{i:05}\r\n").as_bytes());
+    }
+    conn.write_all(&puts).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + LIVENESS;
+    while got.iter().filter(|&&b| b == b'\n').count() < PUTS {
+        assert!(Instant::now() < deadline, "answers stopped after {} bytes", got.len());
+        match conn.read(&mut buf) {
+            Ok(0) => panic!("the proxy closed the session: {}", proxy.stderr()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading the answers: {e}"),
+        }
+    }
+    let text = String::from_utf8(got).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| l.strip_prefix("INSERTED ").expect(l).parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=PUTS as u64).collect::<Vec<_>>(), "in order, one each");
+    assert!(
+        eventually(Duration::from_secs(30), || status(&store) == (0, PUTS as u64)),
+        "not all archived: {:?}",
+        status(&store)
+    );
+}
