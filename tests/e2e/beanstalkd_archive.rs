@@ -427,13 +427,19 @@ fn archived_jobs_outlive_a_beanstalkd_restart_and_go_to_the_new_server() {
 }
 
 #[test]
-fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archived() {
+fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archived_past_the_queue()
+{
     use std::io::{Read, Write};
     const PUTS: usize = 2_000;
     let server = Beanstalkd::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("archive.db").display());
-    let proxy = archiver(&server, &store, &["--archive-after", "1h"]);
+    // A queue far smaller than the burst: the rest wait by id and are read back from beanstalkd.
+    let proxy = archiver(
+        &server,
+        &store,
+        &["--archive-after", "1h", "--archive-queue", "50"],
+    );
     let mut conn = proxy.connect();
     let mut puts = Vec::new();
     for i in 0..PUTS {
@@ -444,7 +450,11 @@ fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archi
     let mut buf = [0u8; 65536];
     let deadline = Instant::now() + LIVENESS;
     while got.iter().filter(|&&b| b == b'\n').count() < PUTS {
-        assert!(Instant::now() < deadline, "answers stopped after {} bytes", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "answers stopped after {} bytes",
+            got.len()
+        );
         match conn.read(&mut buf) {
             Ok(0) => panic!("the proxy closed the session: {}", proxy.stderr()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
@@ -459,9 +469,14 @@ fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archi
         .lines()
         .map(|l| l.strip_prefix("INSERTED ").expect(l).parse().unwrap())
         .collect();
-    assert_eq!(ids, (1..=PUTS as u64).collect::<Vec<_>>(), "in order, one each");
+    assert_eq!(
+        ids,
+        (1..=PUTS as u64).collect::<Vec<_>>(),
+        "in order, one each"
+    );
     assert!(
-        eventually(Duration::from_secs(30), || status(&store) == (0, PUTS as u64)),
+        eventually(Duration::from_secs(30), || status(&store)
+            == (0, PUTS as u64)),
         "not all archived: {:?}",
         status(&store)
     );

@@ -70,9 +70,13 @@ struct RunArgs {
     /// How often due jobs are looked for.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "1s")]
     reinject_every: Duration,
-    /// Jobs waiting to be archived; past it a job stays in beanstalkd.
+    /// Jobs waiting to be archived, held whole; past it they are kept by id and read back from
+    /// beanstalkd later.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     archive_queue: usize,
+    /// Jobs kept by id past --archive-queue (16 bytes each); past it a job stays in beanstalkd.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    archive_overflow: usize,
     /// Jobs per store transaction.
     #[arg(long, value_name = "N", default_value_t = 500)]
     archive_batch: usize,
@@ -153,6 +157,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
         server,
         store: args.store.store,
         queue: args.archive_queue,
+        overflow: args.archive_overflow,
         batch: args.archive_batch,
         lead: args.store.reinject_lead,
         every: args.reinject_every,

@@ -90,6 +90,11 @@ impl Client {
     /// Sends `request` and reads its one answer.
     fn call(&mut self, request: &[u8]) -> Result<Response, ClientError> {
         self.stream.write_all(request)?;
+        self.answer()
+    }
+
+    /// Reads the next answer.
+    fn answer(&mut self) -> Result<Response, ClientError> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match self.framer.pop() {
@@ -151,6 +156,26 @@ impl Client {
             ResponseKind::Word(w) if w == "NOT_FOUND" => Ok(false),
             _ => Err(Client::unexpected(&req, &r)),
         }
+    }
+
+    /// `delete` for every id, pipelined (all requests, then all answers): for each, whether it
+    /// was deleted.
+    pub fn delete_all(&mut self, ids: &[u64]) -> Result<Vec<bool>, ClientError> {
+        let mut req = Vec::with_capacity(ids.len() * 24);
+        for id in ids {
+            req.extend_from_slice(format!("delete {id}\r\n").as_bytes());
+        }
+        self.stream.write_all(&req)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = self.answer()?;
+            match &r.kind {
+                ResponseKind::Word(w) if w == "DELETED" => out.push(true),
+                ResponseKind::Word(w) if w == "NOT_FOUND" => out.push(false),
+                _ => return Err(Client::unexpected(format!("delete {id}").as_bytes(), &r)),
+            }
+        }
+        Ok(out)
     }
 
     /// `peek <id>`: the job's body, if it exists.

@@ -28,8 +28,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct ArchiveConfig {
     pub server: String,
     pub store: StoreUrl,
-    /// Jobs waiting for the archiving thread; past it effects are refused.
+    /// Jobs waiting for the archiving thread, whole.
     pub queue: usize,
+    /// Past `queue`, jobs kept by id only (16 bytes each), read back from beanstalkd once the
+    /// queue drained; past this many too, a job is refused and stays in beanstalkd.
+    pub overflow: usize,
     /// Jobs per store transaction.
     pub batch: usize,
     /// Re-inject jobs due within this long.
@@ -75,6 +78,9 @@ impl Counters {
     }
 }
 
+/// The jobs the queue had no room for, shared by the executor and the archiving thread.
+type Overflow = Arc<std::sync::Mutex<std::collections::VecDeque<Job>>>;
+
 /// A job on its way to the archive.
 #[derive(Debug)]
 enum Job {
@@ -95,6 +101,27 @@ enum Job {
         delay: u32,
         queued_ms: i64,
     },
+}
+
+impl Job {
+    /// The job by its id alone: what is needed to read it back from beanstalkd (as a release).
+    fn by_id(self) -> Job {
+        match self {
+            Job::Put {
+                id,
+                pri,
+                delay,
+                queued_ms,
+                ..
+            } => Job::Release {
+                id,
+                pri,
+                delay,
+                queued_ms,
+            },
+            release => release,
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -155,6 +182,9 @@ fn parse(request: &EffectRequest) -> Option<Vec<Job>> {
 /// The effect executor and its threads.
 pub struct ArchiveExecutor {
     tx: SyncSender<Job>,
+    /// Jobs the queue had no room for, by id only, oldest first.
+    overflow: Overflow,
+    overflow_max: usize,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -175,11 +205,14 @@ impl ArchiveExecutor {
         let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let overflow: Overflow = Arc::default();
+        let overflow_max = cfg.overflow;
         let archiving = {
             let (cfg, counters, stop) = (cfg.clone(), counters.clone(), stop.clone());
+            let overflow = overflow.clone();
             std::thread::Builder::new()
                 .name("archive".into())
-                .spawn(move || Archiving::new(cfg, counters, stop).run(rx))
+                .spawn(move || Archiving::new(cfg, counters, stop).run(rx, &overflow))
                 .map_err(|e| StoreError(format!("cannot start the archiving thread: {e}")))?
         };
         let reinjecting = {
@@ -191,6 +224,8 @@ impl ArchiveExecutor {
         };
         Ok(ArchiveExecutor {
             tx,
+            overflow,
+            overflow_max,
             counters,
             stop,
             threads: vec![archiving, reinjecting],
@@ -218,7 +253,18 @@ impl Executor for ArchiveExecutor {
         for job in jobs {
             match self.tx.try_send(job) {
                 Ok(()) => queued += 1,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => refused += 1,
+                // The queue is full: keep just the job's id (it stays in beanstalkd), to read it
+                // back from there once the queue has room, up to the overflow's bound.
+                Err(TrySendError::Full(job)) => {
+                    let mut overflow = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+                    if overflow.len() < self.overflow_max {
+                        overflow.push_back(job.by_id());
+                        queued += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => refused += 1,
             }
         }
         self.counters.queued.fetch_add(queued, Ordering::Relaxed);
@@ -311,19 +357,27 @@ impl Archiving {
         }
     }
 
-    fn run(mut self, rx: Receiver<Job>) {
+    fn run(mut self, rx: Receiver<Job>, overflow: &Overflow) {
         let mut batch: Vec<Job> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
             if batch.is_empty() {
-                match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(job) => batch.push(job),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
                 while batch.len() < self.links.cfg.batch {
                     match rx.try_recv() {
                         Ok(job) => batch.push(job),
                         Err(_) => break,
+                    }
+                }
+                // The queue is drained: jobs it had no room for, read back from beanstalkd.
+                if batch.is_empty() {
+                    let mut o = overflow.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = o.len().min(self.links.cfg.batch);
+                    batch.extend(o.drain(..n));
+                }
+                if batch.is_empty() {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(job) => batch.push(job),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
             }
@@ -407,13 +461,16 @@ impl Archiving {
         self.delete_from_server(&pairs)
     }
 
-    /// The rows are committed: delete their jobs from beanstalkd, then record which left it.
+    /// The rows are committed: delete their jobs from beanstalkd (pipelined), then record
+    /// which left it.
     fn delete_from_server(&mut self, rows: &[(i64, u64)]) -> Result<(), Trouble> {
         let (mut left, mut gone) = (Vec::new(), Vec::new());
         {
             let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
-            for &(row, id) in rows {
-                match c.delete(id).map_err(Trouble::Server)? {
+            let ids: Vec<u64> = rows.iter().map(|&(_, id)| id).collect();
+            let deleted = c.delete_all(&ids).map_err(Trouble::Server)?;
+            for (&(row, _), deleted) in rows.iter().zip(deleted) {
+                match deleted {
                     true => left.push(row),
                     false => gone.push(row),
                 }

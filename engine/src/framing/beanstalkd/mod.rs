@@ -7,7 +7,8 @@
 //! to the next line end and answered once; a body over the server's maximum job size is thrown
 //! away unread. [`RequestFramer`] reproduces those rules (see its doc for each one), so every
 //! piece it yields says how many answers the server will give for it ([`Request::answers`]), and
-//! the answers, framed by [`ResponseFramer`], pair with the requests in order.
+//! the answers, framed by [`ResponseFramer`], pair with the requests in order. [`Tap`] does that
+//! pairing for the archiver and collects what it must archive.
 //!
 //! Both framers follow the order of calls of [`super::Framer`]: push every chunk as it arrives,
 //! pop until `None`, and at EOF take what is left. The pieces they yield are split-invariant
@@ -19,10 +20,12 @@
 mod parse;
 mod request;
 mod response;
+mod tap;
 
 pub use parse::{is_valid_tube, Command, JobVerb, Put};
 pub use request::{Discarded, Request, RequestFramer};
 pub use response::{Response, ResponseError, ResponseFramer, ResponseKind};
+pub use tap::{Lost, Tap};
 
 /// The server's command buffer: a line, `\r\n` included, must end within this many bytes.
 pub const LINE_BUFFER: usize = 224;

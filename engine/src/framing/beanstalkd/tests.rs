@@ -342,3 +342,170 @@ proptest! {
         prop_assert!(whole.0.iter().all(|p| !p.is_empty()));
     }
 }
+
+/// What a client asks in the tap's property test, and what the server answers.
+#[derive(Clone, Debug)]
+enum Op {
+    Use(String),
+    Put {
+        pri: u32,
+        delay: u32,
+        ttr: u32,
+        body: Vec<u8>,
+    },
+    Release {
+        id: u64,
+        pri: u32,
+        delay: u32,
+    },
+    Stats,
+    Reserve,
+    Delete(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,8}".prop_map(Op::Use),
+        (
+            0u32..5,
+            0u32..200,
+            0u32..100,
+            proptest::collection::vec(any::<u8>(), 0..40)
+        )
+            .prop_map(|(pri, delay, ttr, body)| Op::Put {
+                pri,
+                delay,
+                ttr,
+                body
+            }),
+        (1u64..1000, 0u32..5, 0u32..200).prop_map(|(id, pri, delay)| Op::Release {
+            id,
+            pri,
+            delay
+        }),
+        Just(Op::Stats),
+        Just(Op::Reserve),
+        (1u64..1000).prop_map(Op::Delete),
+    ]
+}
+
+/// The op's request bytes, the server's answer, and the record the tap owes for it (archiving
+/// from `after` seconds on), given the tube in use and the next job id.
+fn exchange(
+    op: &Op,
+    after: u32,
+    tube: &mut String,
+    next_id: &mut u64,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    match op {
+        Op::Use(t) => {
+            tube.clone_from(t);
+            (
+                format!("use {t}\r\n").into(),
+                format!("USING {t}\r\n").into(),
+                vec![],
+            )
+        }
+        Op::Put {
+            pri,
+            delay,
+            ttr,
+            body,
+        } => {
+            *next_id += 1;
+            let mut req = format!("put {pri} {delay} {ttr} {}\r\n", body.len()).into_bytes();
+            req.extend_from_slice(body);
+            req.extend_from_slice(b"\r\n");
+            let mut record = Vec::new();
+            if *delay >= after {
+                record =
+                    format!("P {next_id} {pri} {delay} {ttr} {tube} {}\n", body.len()).into_bytes();
+                record.extend_from_slice(body);
+            }
+            (req, format!("INSERTED {next_id}\r\n").into(), record)
+        }
+        Op::Release { id, pri, delay } => (
+            format!("release {id} {pri} {delay}\r\n").into(),
+            b"RELEASED\r\n".to_vec(),
+            if *delay >= after {
+                format!("R {id} {pri} {delay}\n").into()
+            } else {
+                vec![]
+            },
+        ),
+        Op::Stats => (
+            b"stats\r\n".to_vec(),
+            b"OK 5\r\na\r\nb\n\r\n".to_vec(),
+            vec![],
+        ),
+        Op::Reserve => (
+            b"reserve\r\n".to_vec(),
+            b"RESERVED 7 4\r\nRE\r\n\r\n".to_vec(),
+            vec![],
+        ),
+        Op::Delete(id) => (
+            format!("delete {id}\r\n").into(),
+            b"NOT_FOUND\r\n".to_vec(),
+            vec![],
+        ),
+    }
+}
+
+/// Feeds `bytes` to `f` in chunks cut at the offsets `cuts` picks.
+fn chunked(bytes: &[u8], cuts: &[usize], mut f: impl FnMut(Bytes)) {
+    let mut at = 0;
+    for &c in cuts {
+        let end = (at + c % 64 + 1).min(bytes.len());
+        if at < end {
+            f(Bytes::copy_from_slice(&bytes[at..end]));
+        }
+        at = end;
+    }
+    if at < bytes.len() {
+        f(Bytes::copy_from_slice(&bytes[at..]));
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_tap_owes_one_record_per_far_future_job_beanstalkd_took_in_answer_order(
+        ops in proptest::collection::vec(op(), 0..40),
+        after in 1u32..150,
+        cuts in proptest::collection::vec(any::<usize>(), 0..60),
+        lockstep in any::<bool>(),
+    ) {
+        let (mut tube, mut next_id) = ("default".to_string(), 0u64);
+        let exchanges: Vec<_> = ops.iter().map(|op| exchange(op, after, &mut tube, &mut next_id)).collect();
+        let want: Vec<u8> = exchanges.iter().flat_map(|(_, _, r)| r.clone()).collect();
+        let mut tap = Tap::new(after, 1 << 16);
+        if lockstep {
+            // Each answer right after its request.
+            for (req, ans, _) in &exchanges {
+                chunked(req, &cuts, |b| tap.client(b));
+                chunked(ans, &cuts, |b| assert_eq!(tap.server(b), None));
+            }
+        } else {
+            // Fully pipelined: every request, then every answer.
+            let reqs: Vec<u8> = exchanges.iter().flat_map(|(q, _, _)| q.clone()).collect();
+            let answers: Vec<u8> = exchanges.iter().flat_map(|(_, a, _)| a.clone()).collect();
+            chunked(&reqs, &cuts, |b| tap.client(b));
+            chunked(&answers, &cuts, |b| { tap.server(b); });
+        }
+        prop_assert_eq!(tap.lost(), None);
+        prop_assert_eq!(tap.take_records(), want);
+    }
+}
+
+#[test]
+fn an_answer_nobody_asked_for_stops_the_tap() {
+    let mut tap = Tap::new(10, 100);
+    tap.client(Bytes::from_static(b"stats\r\n"));
+    assert_eq!(tap.server(Bytes::from_static(b"OK 1\r\nx\r\n")), None);
+    assert_eq!(
+        tap.server(Bytes::from_static(b"DELETED\r\n")),
+        Some(&Lost::UnaskedAnswer)
+    );
+    tap.client(Bytes::from_static(b"put 0 99 1 1\r\nx\r\n"));
+    tap.server(Bytes::from_static(b"INSERTED 5\r\n"));
+    assert!(!tap.has_records(), "a lost tap archives nothing");
+}
