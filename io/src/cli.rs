@@ -108,6 +108,14 @@ pub enum Mode {
     Capture(CaptureCmd),
     /// Replay a capture into the engine (--engine) or against a live server (--to).
     Replay(ReplayArgs),
+    /// The beanstalkd archiving proxy: far-future jobs wait in a durable store, out of
+    /// beanstalkd's memory (`fanout beanstalkd --help` for its flags).
+    #[command(disable_help_flag = true)]
+    Beanstalkd {
+        /// Its flags (the `fanout` binary hands them to `fanout_io::beanstalkd::cli::main`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,6 +417,11 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         Some(Mode::Balance(a)) => return balance_settings(a),
         Some(Mode::Capture(_) | Mode::Replay(_)) => {
             return Err("capture and replay run no proxy".into())
+        }
+        Some(Mode::Beanstalkd { .. }) => {
+            return Err(
+                "fanout beanstalkd is its own program: run it as `fanout beanstalkd`".into(),
+            )
         }
         None => {
             let em = cli.em;

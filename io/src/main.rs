@@ -8,7 +8,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "beanstalkd") {
-        return fanout_io::beanstalkd::cli::main(argv[1..].to_vec());
+        let mut args = argv[1..].to_vec();
+        args[0] = "fanout beanstalkd".into(); // how usage lines name it
+        return fanout_io::beanstalkd::cli::main(args);
     }
     let settings = match cli::parse_invocation(argv) {
         Ok(Invocation::Proxy(s)) => s,

@@ -481,3 +481,29 @@ fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archi
         status(&store)
     );
 }
+
+#[test]
+fn fanout_lists_beanstalkd_and_its_bad_flags_and_stores_get_clear_errors() {
+    let run = |a: &[&str]| {
+        std::process::Command::new(crate::support::proxy::bin())
+            .args(a)
+            .output()
+            .expect("fanout runs")
+    };
+    let help = run(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("beanstalkd"));
+    let usage = run(&["beanstalkd", "--listen", "127.0.0.1:0"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("needs --server ADDR"));
+    let bad = run(&["beanstalkd", "status", "--store", "redis://x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("a store is sqlite:PATH"));
+    let down = run(&[
+        "beanstalkd",
+        "status",
+        "--store",
+        "mysql://root@127.0.0.1:1/test",
+    ]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
+}

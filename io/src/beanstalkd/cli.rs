@@ -112,10 +112,13 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
 }
 
 fn status(args: &StoreArgs) -> Result<(), Error> {
-    let mut store = args.store.open().map_err(|e| Error::Usage(e.to_string()))?;
+    let mut store = args
+        .store
+        .open()
+        .map_err(|e| Error::Runtime(e.to_string()))?;
     let c = store
         .counts(now_ms(), args.reinject_lead)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Runtime(e.to_string()))?;
     println!(
         "pending {}\narchived {}\ndue {}\nclaimed {}",
         c.pending, c.archived, c.due, c.claimed
@@ -165,7 +168,9 @@ fn run(args: RunArgs) -> Result<(), Error> {
         timeout: args.server_timeout,
         owner: format!("fanout-{}", std::process::id()),
     };
-    let executor = ArchiveExecutor::start(cfg).map_err(|e| Error::Usage(e.to_string()))?;
+    // An unreachable or unusable store stops the start (exit 1): archiving to nowhere would
+    // only leave every job in beanstalkd.
+    let executor = ArchiveExecutor::start(cfg).map_err(|e| Error::Runtime(e.to_string()))?;
     let archiver = Archiver {
         archive_after,
         max_job_size: args.max_job_size,
