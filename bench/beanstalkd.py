@@ -15,7 +15,7 @@ One run, on fresh beanstalkd servers each time:
 Producers open CONNS connections and pipeline WINDOW puts on each before reading the answers
 (a synchronous client is bounded by round trips, proxy or not). Knobs by environment:
 BENCH_JOBS (1000000), BENCH_STORE_JOBS (100000), BENCH_LAG_JOBS (2000), BENCH_CONNS (8),
-BENCH_WINDOW (200), BENCH_STORES (sqlite,mysql,postgres), BENCH_ARCHIVE_AFTER (3h; anything
+BENCH_WINDOW (200), BENCH_RATE (puts/s at most; 0, unpaced), BENCH_STORES (sqlite,mysql,postgres), BENCH_ARCHIVE_AFTER (3h; anything
 else measures the pass-through alone and stops there), FANOUT_BIN (target/release/fanout).
 MySQL/PostgreSQL as on this machine kind: mysql://root@127.0.0.1:3306/test,
 postgres://postgres@127.0.0.1:5432/postgres. Measure on a quiet machine (`uptime`).
@@ -35,6 +35,9 @@ LAG_JOBS = int(os.environ.get("BENCH_LAG_JOBS", 2000))
 CONNS = int(os.environ.get("BENCH_CONNS", 8))
 WINDOW = int(os.environ.get("BENCH_WINDOW", 200))
 STORES = [s for s in os.environ.get("BENCH_STORES", "sqlite,mysql,postgres").split(",") if s]
+# Puts per second at most (0: as fast as the server answers). Below the archive throughput, the
+# proxied run shows the steady state of the seed's use case: beanstalkd never holds the far jobs.
+RATE = float(os.environ.get("BENCH_RATE", 0))
 # Set far beyond every delay (say 1000h) to measure the pass-through alone, archiving nothing.
 ARCHIVE_AFTER = os.environ.get("BENCH_ARCHIVE_AFTER", "3h")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,6 +132,10 @@ def put_all(port, n, far_share=0.95, seed=1):
             s.sendall(b"".join(job(rng, i + j, far_share) for j in range(k)))
             sent.append((s, k))
             i += k
+        if RATE > 0:
+            ahead = i / RATE - (time.time() - started)
+            if ahead > 0:
+                time.sleep(ahead)
         for s, k in sent:
             got = b""
             while got.count(b"\r\n") < k:
