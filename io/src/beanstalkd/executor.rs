@@ -53,7 +53,8 @@ pub struct Counters {
     pub queued: AtomicU64,
     pub refused: AtomicU64,
     pub archived: AtomicU64,
-    /// Jobs beanstalkd no longer had when the archiver came to delete them.
+    /// Jobs beanstalkd no longer had when the archiver came to delete them (archived all the
+    /// same; see `delete_from_server`).
     pub gone: AtomicU64,
     pub reinjected: AtomicU64,
     pub failures: AtomicU64,
@@ -461,8 +462,11 @@ impl Archiving {
         self.delete_from_server(&pairs)
     }
 
-    /// The rows are committed: delete their jobs from beanstalkd (pipelined), then record
-    /// which left it.
+    /// The rows are committed: delete their jobs from beanstalkd (pipelined), then mark them
+    /// archived. A job beanstalkd no longer has is archived all the same: another proxy sharing
+    /// the store may have settled (and deleted) it while this batch was in flight, and dropping
+    /// the row would lose it; the price is a duplicate for a job a worker kicked and took in that
+    /// instant (named window 2 in docs/BEANSTALKD.md).
     fn delete_from_server(&mut self, rows: &[(i64, u64)]) -> Result<(), Trouble> {
         let (mut left, mut gone) = (Vec::new(), Vec::new());
         {
@@ -478,7 +482,7 @@ impl Archiving {
         }
         let store = self.links.store().map_err(Trouble::Store)?;
         store.mark_archived(&left).map_err(Trouble::Store)?;
-        store.remove(&gone).map_err(Trouble::Store)?;
+        store.mark_archived(&gone).map_err(Trouble::Store)?;
         self.counters
             .archived
             .fetch_add(left.len() as u64, Ordering::Relaxed);

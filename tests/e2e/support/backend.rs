@@ -249,9 +249,14 @@ pub fn reset(s: TcpStream) {
 
 /// An address on which nothing listens: connects are refused.
 pub fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    // Bound and never listening: connections to it are refused, and the port stays this test
+    // process's for the whole run, so no other test's listener can be handed it meanwhile (which
+    // a port bound and dropped again allowed: a "refused" secondary once answered).
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(s);
     addr
 }
 
