@@ -791,15 +791,6 @@ fn line_script(
 impl Fault {
     /// Whether the fault strikes host `host` (or its link to the proxy).
     pub fn names(&self, host: &str) -> bool {
-        match self {
-            Fault::Partition(h)
-            | Fault::Repair(h)
-            | Fault::Hold(h)
-            | Fault::Release(h)
-            | Fault::Crash(h)
-            | Fault::Bounce(h)
-            | Fault::Latency(h, _)
-            | Fault::FixedLatency(h, _) => h == host,
-        }
+        self.host() == host
     }
 }
