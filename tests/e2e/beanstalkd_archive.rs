@@ -4,23 +4,16 @@
 //! priority and ttr; a near job is never touched.
 
 use crate::support::beanstalkd::Beanstalkd;
-use crate::support::proxy::{args, Fanout};
+use crate::support::proxy::{args, run_to_exit, Fanout};
 use crate::support::{eventually, LIVENESS};
 use fanout_io::beanstalkd::client::Client;
 use std::time::{Duration, Instant};
 
 /// `fanout beanstalkd status --store STORE`, as `(pending, archived)`.
 fn status(store: &str) -> (u64, u64) {
-    let out = std::process::Command::new(crate::support::proxy::bin())
-        .args(["beanstalkd", "status", "--store", store])
-        .output()
-        .expect("fanout beanstalkd status runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = run_to_exit(&args(["beanstalkd", "status", "--store", store]), LIVENESS);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.stdout;
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
@@ -488,20 +481,15 @@ fn a_client_pipelining_many_far_future_puts_hears_every_answer_and_all_are_archi
 
 #[test]
 fn fanout_lists_beanstalkd_and_its_bad_flags_and_stores_get_clear_errors() {
-    let run = |a: &[&str]| {
-        std::process::Command::new(crate::support::proxy::bin())
-            .args(a)
-            .output()
-            .expect("fanout runs")
-    };
+    let run = |a: &[&str]| run_to_exit(&args(a.iter().copied()), LIVENESS);
     let help = run(&["--help"]);
-    assert!(String::from_utf8_lossy(&help.stdout).contains("beanstalkd"));
+    assert!(help.stdout.contains("beanstalkd"));
     let usage = run(&["beanstalkd", "--listen", "127.0.0.1:0"]);
     assert_eq!(usage.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&usage.stderr).contains("needs --server ADDR"));
+    assert!(usage.stderr.contains("needs --server ADDR"));
     let bad = run(&["beanstalkd", "status", "--store", "redis://x"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("a store is sqlite:PATH"));
+    assert!(bad.stderr.contains("a store is sqlite:PATH"));
     let down = run(&[
         "beanstalkd",
         "status",
@@ -509,5 +497,5 @@ fn fanout_lists_beanstalkd_and_its_bad_flags_and_stores_get_clear_errors() {
         "mysql://root@127.0.0.1:1/test",
     ]);
     assert_eq!(down.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
+    assert!(down.stderr.contains("cannot connect"));
 }
