@@ -269,9 +269,11 @@ impl Recorder {
                 return Err(Refused::Failed);
             }
         };
-        self.written += bytes.len() as u64;
         match writer.append(bytes) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.written += bytes.len() as u64;
+                Ok(())
+            }
             Err(Refused::Failed) => {
                 // The writer logged why.
                 self.stop();
@@ -284,11 +286,12 @@ impl Recorder {
                     self.file_name(),
                     MAX_BACKLOG >> 20
                 );
-                // The digest closes the file after what is queued; the loop does not wait for
-                // the writer to get there.
+                // `record` was not taken, so the backlog ends with the input before it and the
+                // digest covers exactly that input's commands: it closes the file after what is
+                // queued. The loop does not wait for the writer to get there.
                 let outputs = self.outputs_record();
                 if let Ok(bytes) = self.enc.record(&outputs) {
-                    let _ = writer.append(bytes);
+                    writer.append_last(bytes);
                 }
                 if let Some(writer) = self.writer.take() {
                     writer.detach();

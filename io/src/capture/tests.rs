@@ -323,3 +323,60 @@ fn every_run_draws_its_own_id() {
     let now = SystemTime::now();
     assert_ne!(new_run(now).unwrap().id, new_run(now).unwrap().id);
 }
+
+#[test]
+fn a_file_cut_short_by_a_stalled_disk_ends_with_a_digest_that_replays() {
+    // The capture "file" is a socket nobody reads until the recorder gave up on it.
+    let (stalled, mut reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    let file = File::from(std::os::fd::OwnedFd::from(stalled));
+    let mut rec = Recorder::start("stalled".into(), file, 1 << 40, SECOND, header()).unwrap();
+    let mut engine = Engine::new(Config::default()).unwrap();
+    // Sessions whose every input makes the engine emit a command, so a digest taken one input
+    // early or late cannot match.
+    let mut conn = 0;
+    while rec.writer.is_some() {
+        conn += 1;
+        let id = ConnId(conn);
+        let events = [
+            Event::Accepted {
+                conn: id,
+                client: "127.0.0.1:5000".into(),
+            },
+            Event::Connected {
+                sock: SockId::backend(id, fanout_engine::BackendId(0)),
+            },
+            Event::Read {
+                sock: SockId::client(id),
+                data: vec![b'x'; 64 * 1024].into(),
+            },
+            Event::ReadClosed {
+                sock: SockId::client(id),
+            },
+        ];
+        for event in events {
+            let at = Instant::from_nanos(conn * 1000);
+            rec.input(at, &event);
+            engine.handle(at, event);
+            while let Some(cmd) = engine.poll_command() {
+                rec.output(&cmd);
+            }
+        }
+        assert!(conn < 10_000, "the recorder never noticed the stall");
+    }
+    rec.finish();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+    let capture = read_segments([("stalled".to_string(), &bytes[..])]).unwrap();
+    assert_eq!(capture.extent.torn, None, "the writer wrote whole records");
+    assert!(matches!(
+        capture.records.last(),
+        Some(Record::Outputs { .. })
+    ));
+    let mut replayer = Replayer::new(Engine::new(Config::default()).unwrap());
+    for r in capture.records {
+        replayer
+            .apply(r, |_| {})
+            .unwrap_or_else(|e| panic!("after {conn} sessions: {e}"));
+    }
+    assert!(replayer.checked() >= 1);
+}

@@ -69,7 +69,8 @@ impl Shared {
 pub(super) enum Refused {
     /// The writer failed and has ended (it logged why).
     Failed,
-    /// The backlog passed [`MAX_BACKLOG`]; the bytes were taken, but the caller should stop.
+    /// The bytes would take the backlog past [`MAX_BACKLOG`]; they were not taken, and the
+    /// caller should stop (after [`Writer::append_last`] of what closes the file).
     Behind,
 }
 
@@ -95,12 +96,30 @@ impl Writer {
         })
     }
 
-    /// Queues `bytes` for the current file.
+    /// Queues `bytes` for the current file, or refuses them whole: a record is either in the
+    /// backlog or not, never half, so the caller knows exactly what the file will hold.
     pub(super) fn append(&self, bytes: &[u8]) -> Result<(), Refused> {
         let mut st = self.shared.lock();
         if st.failed {
             return Err(Refused::Failed);
         }
+        if st.bytes + bytes.len() > MAX_BACKLOG {
+            return Err(Refused::Behind);
+        }
+        Self::take(&self.shared, &mut st, bytes);
+        Ok(())
+    }
+
+    /// Queues `bytes` past the bound: the one small record that closes a file whose writer fell
+    /// behind (the digest of what the backlog holds).
+    pub(super) fn append_last(&self, bytes: &[u8]) {
+        let mut st = self.shared.lock();
+        if !st.failed {
+            Self::take(&self.shared, &mut st, bytes);
+        }
+    }
+
+    fn take(shared: &Shared, st: &mut State, bytes: &[u8]) {
         let was_empty = st.ops.is_empty();
         if let Some(Op::Bytes(buf)) = st.ops.last_mut() {
             buf.extend_from_slice(bytes);
@@ -113,14 +132,10 @@ impl Writer {
         st.bytes += bytes.len();
         if was_empty {
             st.since = Some(Instant::now());
-            self.shared.wake.notify_one();
+            shared.wake.notify_one();
         } else if before < CHUNK && st.bytes >= CHUNK {
-            self.shared.wake.notify_one();
+            shared.wake.notify_one();
         }
-        if st.bytes > MAX_BACKLOG {
-            return Err(Refused::Behind);
-        }
-        Ok(())
     }
 
     /// Queues the start of the next file.
