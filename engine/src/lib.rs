@@ -63,6 +63,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod archive;
 pub mod capture;
 mod command;
 mod compare;

@@ -7,8 +7,9 @@
 //! pause it, so at most one read lands after a pause, as with the mio loop.
 //!
 //! Any interceptor runs on it (relay and duplex are `Passthrough`). `Command::Effect` goes to the
-//! [`EffectModel`], whose answer comes back as `Event::EffectDone` on the same channel after the
-//! effect's virtual latency; with no model, every effect is answered `Unavailable` at once.
+//! run's [`Effects`] (the effect model, or a world's own executor), whose answer comes back as
+//! `Event::EffectDone` on the same channel after the effect's virtual latency; with none, every
+//! effect is answered `Unavailable` at once.
 //!
 //! Commands are carried out as the mio driver (`io/src/driver.rs`) carries them out; in
 //! particular a `Shutdown` sends the FIN at once, whatever is still queued: bytes queued behind
@@ -17,7 +18,7 @@
 //! ([`fanout_engine::contract`]); what it finds, and any socket the driver still holds once the
 //! engine is idle, are the observer's violations.
 
-use crate::effects::EffectModel;
+use crate::effects::Effects;
 use crate::observe::Observer;
 use crate::scenario::ProxyEvent;
 use bytes::Bytes;
@@ -210,7 +211,7 @@ fn attach(sock: SockId, stream: TcpStream, tx: &mpsc::UnboundedSender<Msg>) -> S
 pub async fn run_proxy<I: Interceptor>(
     spec: ProxySpec,
     hooks: I,
-    effects: Option<EffectModel>,
+    effects: Option<Rc<dyn Effects>>,
     obs: Rc<RefCell<Observer>>,
 ) -> turmoil::Result {
     // Dropped once the engine has drained: the process would exit, and clients still waiting

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use fanout_engine::{ConnId, EffectError, EffectId, EffectRequest, EffectResult, Event};
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -79,6 +80,30 @@ impl EffectLog {
 }
 
 pub type EffectLogRef = Rc<RefCell<EffectLog>>;
+
+/// What carries out the engine's effects in a run: the [`EffectModel`], or a world's own (the
+/// archive world's queue). The driver feeds the event the future yields back to the engine.
+pub trait Effects {
+    fn execute(
+        &self,
+        now: Duration,
+        conn: ConnId,
+        id: EffectId,
+        request: EffectRequest,
+    ) -> Pin<Box<dyn Future<Output = Event>>>;
+}
+
+impl Effects for EffectModel {
+    fn execute(
+        &self,
+        now: Duration,
+        conn: ConnId,
+        id: EffectId,
+        request: EffectRequest,
+    ) -> Pin<Box<dyn Future<Output = Event>>> {
+        Box::pin(EffectModel::execute(self, now, conn, id, request))
+    }
+}
 
 /// The executor the proxy host runs. Cheap to clone: the plan and a handle on the shared log.
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@
 //! A run is reproducible from `(scenario, seed)`: [`run::run`] returns the digest of every engine
 //! input and output, identical for the same pair in any process.
 
+pub mod archive;
 pub mod conn;
 pub mod driver;
 pub mod effects;

@@ -13,6 +13,7 @@
 
 use clap::{Parser, Subcommand};
 use fanout_engine::capture::{read_segments, segment_name, Capture};
+use fanout_sim::archive::ArchiveScenario;
 use fanout_sim::{repro, run, Scenario};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -56,6 +57,26 @@ enum Cmd {
         #[arg(long, requires = "seed")]
         capture: bool,
         /// Switch on one of the engine's deliberate bugs (names as `mutants` prints them).
+        #[cfg(feature = "sim-mutants")]
+        #[arg(long)]
+        mutant: Option<String>,
+    },
+    /// Run the archive world (`fanout beanstalkd`'s logic against a beanstalkd model and a
+    /// store model, under store outages, proxy kills and server restarts).
+    Archive {
+        /// One seed.
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// A range of seeds, `A..B` (B exclusive).
+        #[arg(long, value_parser = parse_range)]
+        seeds: Option<Range<u64>>,
+        /// An archive scenario name, or `all`.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Seeds run at once (default: the machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
+        /// Switch on one of the archiver's deliberate bugs.
         #[cfg(feature = "sim-mutants")]
         #[arg(long)]
         mutant: Option<String>,
@@ -210,7 +231,53 @@ fn main() -> ExitCode {
             for s in Scenario::ALL {
                 println!("{}", s.name());
             }
+            for s in ArchiveScenario::ALL {
+                println!("{} (fanout-sim archive)", s.name());
+            }
             ExitCode::SUCCESS
+        }
+        Cmd::Archive {
+            seed,
+            seeds,
+            scenario,
+            jobs,
+            #[cfg(feature = "sim-mutants")]
+            mutant,
+        } => {
+            let scenarios = if scenario == "all" {
+                ArchiveScenario::ALL.to_vec()
+            } else if let Some(s) = ArchiveScenario::from_name(&scenario) {
+                vec![s]
+            } else {
+                let names: Vec<&str> = ArchiveScenario::ALL.iter().map(|s| s.name()).collect();
+                eprintln!(
+                    "fanout-sim: unknown archive scenario {scenario:?}; one of: all, {}",
+                    names.join(", ")
+                );
+                return ExitCode::from(2);
+            };
+            let seeds = match (seed, seeds) {
+                (Some(s), _) => s..s + 1,
+                (None, Some(r)) => r,
+                (None, None) => {
+                    eprintln!("fanout-sim: give --seed N or --seeds A..B");
+                    return ExitCode::from(2);
+                }
+            };
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
+            #[cfg(feature = "sim-mutants")]
+            if let Some(name) = mutant {
+                use fanout_engine::archive::ArchiveMutant;
+                let Some(m) = ArchiveMutant::ALL.into_iter().find(|m| m.name() == name) else {
+                    eprintln!("fanout-sim: unknown archive mutant {name:?}");
+                    return ExitCode::from(2);
+                };
+                return archive_swarm(&scenarios, seeds, jobs, Some(m));
+            }
+            archive_swarm(&scenarios, seeds, jobs, None)
         }
         #[cfg(feature = "sim-mutants")]
         Cmd::Mutants { seeds } => mutants(seeds),
@@ -483,6 +550,40 @@ fn mutants(seeds: u64) -> ExitCode {
             }
         }
     }
+    for m in fanout_engine::archive::ArchiveMutant::ALL {
+        let aim = fanout_sim::mutants::archive_aimed(m);
+        let failing = fanout_sim::mutants::with_archive(Some(m), || {
+            (0..seeds).find_map(|seed| {
+                let r = fanout_sim::archive::run(aim.scenario, seed);
+                let oracles: std::collections::BTreeSet<&str> =
+                    r.failures.iter().map(|f| f.oracle).collect();
+                oracles.contains(&aim.oracle).then(|| {
+                    let why = r.failures.iter().find(|f| f.oracle == aim.oracle);
+                    (seed, oracles.clone(), why.map(|f| f.detail.clone()))
+                })
+            })
+        });
+        match failing {
+            Some((seed, oracles, why)) => println!(
+                "{:<34} caught  by {} on {} seed {seed} (failed: {oracles:?}; aimed: {}): {}",
+                m.name(),
+                aim.oracle,
+                aim.scenario.name(),
+                aim.why,
+                why.unwrap_or_default()
+            ),
+            None => {
+                missed += 1;
+                println!(
+                    "{:<34} missed  by {} on {} seeds 0..{seeds} (aimed: {})",
+                    m.name(),
+                    aim.oracle,
+                    aim.scenario.name(),
+                    aim.why
+                );
+            }
+        }
+    }
     if missed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -563,4 +664,80 @@ fn open_capture(file: &str) -> Result<Capture, ExitCode> {
         eprintln!("fanout-sim: {e}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "sim-mutants")]
+type ArchiveBug = Option<fanout_engine::archive::ArchiveMutant>;
+#[cfg(not(feature = "sim-mutants"))]
+type ArchiveBug = Option<std::convert::Infallible>;
+
+/// `fanout-sim archive`: every (scenario, seed) on `jobs` threads; one line per run, in order.
+fn archive_swarm(
+    scenarios: &[ArchiveScenario],
+    seeds: Range<u64>,
+    jobs: usize,
+    bug: ArchiveBug,
+) -> ExitCode {
+    let work: Vec<(ArchiveScenario, u64)> = scenarios
+        .iter()
+        .flat_map(|&s| seeds.clone().map(move |seed| (s, seed)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(s, seed)) = work.get(i) else {
+                    return;
+                };
+                #[cfg(feature = "sim-mutants")]
+                let r =
+                    fanout_sim::mutants::with_archive(bug, || fanout_sim::archive::run(s, seed));
+                #[cfg(not(feature = "sim-mutants"))]
+                let r = {
+                    let _ = bug;
+                    fanout_sim::archive::run(s, seed)
+                };
+                results.lock().unwrap().push((i, s, seed, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    let mut failed = 0;
+    for (_, s, seed, r) in &results {
+        let verdict = match r.failures.first() {
+            None => "ok".to_string(),
+            Some(f) => format!("FAILED {}: {}", f.oracle, f.detail),
+        };
+        println!(
+            "{:<24} seed {seed}: {verdict} ({} puts, {} delivered, {} archived, {} re-injected, beanstalkd peak {}) digest {:016x}",
+            s.name(),
+            r.puts,
+            r.delivered,
+            r.archived,
+            r.reinjected,
+            r.peak_in_server,
+            r.digest
+        );
+        if !r.failures.is_empty() {
+            failed += 1;
+            for f in r.failures.iter().skip(1).take(4) {
+                println!("  also {}: {}", f.oracle, f.detail);
+            }
+            println!("  reproduce: {}", fanout_sim::archive::repro(*s, *seed));
+        }
+    }
+    println!(
+        "{} runs, {failed} failed, in {:.1} s",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -6,11 +6,26 @@
 //! was built for shows up here.
 
 use crate::scenario::Scenario;
+use fanout_engine::archive::ArchiveMutant;
 use fanout_engine::mutants::Mutant;
 use std::cell::Cell;
 
 thread_local! {
     static CURRENT: Cell<Option<Mutant>> = const { Cell::new(None) };
+    static ARCHIVE: Cell<Option<ArchiveMutant>> = const { Cell::new(None) };
+}
+
+/// The archiver bug the next archive world built on this thread gets.
+pub fn current_archive() -> Option<ArchiveMutant> {
+    ARCHIVE.with(Cell::get)
+}
+
+/// Runs `f` with the archiver bug `mutant` switched on.
+pub fn with_archive<T>(mutant: Option<ArchiveMutant>, f: impl FnOnce() -> T) -> T {
+    let before = ARCHIVE.with(|c| c.replace(mutant));
+    let out = f();
+    ARCHIVE.with(|c| c.set(before));
+    out
 }
 
 /// The bug the next engine built on this thread gets (the simulation runs on one thread).
@@ -111,6 +126,41 @@ pub fn aimed(m: Mutant) -> Aim {
         ),
     };
     Aim {
+        scenario,
+        oracle,
+        why,
+    }
+}
+
+/// What is aimed at an archiver bug: the archive scenario and oracle that must catch it.
+#[derive(Clone, Copy, Debug)]
+pub struct ArchiveAim {
+    pub scenario: crate::archive::ArchiveScenario,
+    pub oracle: &'static str,
+    pub why: &'static str,
+}
+
+/// The aim at each archiver bug (see [`ArchiveAim`]).
+pub fn archive_aimed(m: ArchiveMutant) -> ArchiveAim {
+    use crate::archive::ArchiveScenario;
+    let (scenario, oracle, why) = match m {
+        ArchiveMutant::DeleteBeforeCommit => (
+            ArchiveScenario::ProxyKill,
+            "lost",
+            "a kill between the delete from beanstalkd and the store's commit leaves the job in neither",
+        ),
+        ArchiveMutant::ReinjectWithoutDelay => (
+            ArchiveScenario::Healthy,
+            "early",
+            "rows are claimed up to the lead before they are due; put back with no delay, workers take them that early",
+        ),
+        ArchiveMutant::ReinjectKeepsRows => (
+            ArchiveScenario::Healthy,
+            "duplicates",
+            "a row left in the store is claimed and put back again",
+        ),
+    };
+    ArchiveAim {
         scenario,
         oracle,
         why,

@@ -147,12 +147,8 @@ fn simulate_recording(plan: &Plan, capture: Option<RecordingRef>) -> Observed {
         Some(effects) => {
             let model = EffectModel::new(plan.seed, effects.clone(), log.clone());
             sim.host("proxy", move || {
-                run_proxy(
-                    spec.clone(),
-                    LineRewriter,
-                    Some(model.clone()),
-                    obs2.clone(),
-                )
+                let model: Rc<dyn crate::effects::Effects> = Rc::new(model.clone());
+                run_proxy(spec.clone(), LineRewriter, Some(model), obs2.clone())
             })
         }
     };

@@ -114,6 +114,10 @@ fn every_store_keeps_rows_and_claims_them_as_the_contract_says() {
         );
         assert_eq!(db.claim_due("a", 2_000, lead, hold, 10).unwrap().len(), 2);
         assert_eq!(db.claim_due("b", 40_000, lead, hold, 10).unwrap().len(), 2);
+        // Discarding takes pending rows only: an archived row is some proxy's only copy.
+        db.discard_pending(&more).unwrap();
+        let c = db.counts(40_000, lead).unwrap();
+        assert_eq!((c.pending, c.archived), (0, 3), "{url}");
         db.remove(&ids).unwrap();
         db.remove(&more).unwrap();
         assert_eq!(db.counts(40_000, lead).unwrap(), Counts::default(), "{url}");

@@ -5,14 +5,14 @@
 //! fanout beanstalkd status [--store URL] [--reinject-lead DUR]
 //! ```
 
-use super::archiver::Archiver;
-use super::executor::{now_ms, ArchiveConfig, ArchiveExecutor};
+use super::executor::{now_ms, ArchiveConfig, ArchiveExecutor, STATS_EVERY};
 use super::store::StoreUrl;
 use crate::cli::Common;
 use crate::error::Error;
 use crate::host::{self, HostArgs};
 use crate::units::parse_duration;
 use clap::{Args, Parser, Subcommand};
+use fanout_engine::archive::{Archiver, Settings};
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -161,12 +161,15 @@ fn run(args: RunArgs) -> Result<(), Error> {
         store: args.store.store,
         queue: args.archive_queue,
         overflow: args.archive_overflow,
-        batch: args.archive_batch,
-        lead: args.store.reinject_lead,
-        every: args.reinject_every,
-        claim: args.claim,
         timeout: args.server_timeout,
-        owner: format!("fanout-{}", std::process::id()),
+        settings: Settings {
+            batch: args.archive_batch,
+            lead: args.store.reinject_lead,
+            every: args.reinject_every,
+            claim: args.claim,
+            owner: format!("fanout-{}", std::process::id()),
+            stats_every: STATS_EVERY,
+        },
     };
     // An unreachable or unusable store stops the start (exit 1): archiving to nowhere would
     // only leave every job in beanstalkd.
@@ -174,6 +177,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
     let archiver = Archiver {
         archive_after,
         max_job_size: args.max_job_size,
+        warn: |line| tracing::warn!("{line}"),
     };
     host::run(
         "fanout beanstalkd",

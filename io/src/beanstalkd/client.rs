@@ -2,6 +2,7 @@
 //! re-injecting puts, settling pending rows after a crash). One command at a time, every read
 //! and write under a timeout; answers framed by the engine's [`ResponseFramer`].
 
+pub use fanout_engine::archive::JobStats;
 use fanout_engine::framing::beanstalkd::{Response, ResponseFramer, ResponseKind};
 use fanout_engine::Bytes;
 use std::io::{self, Read, Write};
@@ -39,17 +40,6 @@ impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(e)
     }
-}
-
-/// What `stats-job` says about a job, for the fields the archiver needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobStats {
-    pub tube: String,
-    pub state: String,
-    pub pri: u32,
-    pub ttr: u32,
-    /// Seconds until a delayed job is ready.
-    pub time_left: u64,
 }
 
 /// One connection to beanstalkd.

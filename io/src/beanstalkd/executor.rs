@@ -1,25 +1,25 @@
-//! The archiver's effects and its two background threads.
+//! The archiver's executor and its two threads: the io side of [`fanout_engine::archive`].
 //!
-//! - [`ArchiveExecutor`] answers the interceptor's effects by queueing the job (bounded: past
-//!   `queue` jobs an effect is refused and that job simply stays in beanstalkd).
-//! - The **archiving thread** takes queued jobs in batches: commits them to the store as
-//!   `pending` rows (one transaction), deletes each from beanstalkd on its own connection, and
-//!   marks the rows `archived` (or removes a row whose job beanstalkd no longer has for it: a
-//!   worker reserved or deleted it meanwhile). Before its first batch, and after every
-//!   reconnection, it settles the `pending` rows a crash left (see `docs/BEANSTALKD.md`).
-//! - The **re-injection thread** claims archived rows due within `lead`, puts each back into
-//!   its tube with its priority, ttr and the delay that remains, then deletes the rows.
-//!
-//! Both threads open their own store and their own beanstalkd connection, retry with back-off
-//! when either is unavailable, and stop when the executor is dropped.
+//! - [`ArchiveExecutor`] answers the interceptor's effects by queueing the jobs (bounded: past
+//!   `queue` jobs they are kept by id only, past `overflow` more an effect is refused and those
+//!   jobs simply stay in beanstalkd).
+//! - The **archiving thread** and the **re-injection thread** each run one of the engine's loops
+//!   ([`archiving`], [`reinjecting`]) with `pollster::block_on`, on ports that block: the store's
+//!   SQL ([`Blocking`]), a beanstalkd [`Client`] under `--server-timeout`, `thread::sleep`. Both
+//!   stop when the executor is dropped.
 
-use super::client::{Client, ClientError};
-use super::store::{NewJob, Store, StoreError, StoreUrl};
+use super::client::Client;
+use super::store::{Store, StoreError, StoreUrl};
 use crate::effects::Executor;
+use fanout_engine::archive::{
+    archiving, parse_records, reinjecting, Archive, Counters, Fault, Host, Job, JobStats, Level,
+    NewJob, Queue, Row, Server, Settings, Worker, ARCHIVE,
+};
 use fanout_engine::{EffectError, EffectRequest, EffectResult};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,97 +33,14 @@ pub struct ArchiveConfig {
     /// Past `queue`, jobs kept by id only (16 bytes each), read back from beanstalkd once the
     /// queue drained; past this many too, a job is refused and stays in beanstalkd.
     pub overflow: usize,
-    /// Jobs per store transaction.
-    pub batch: usize,
-    /// Re-inject jobs due within this long.
-    pub lead: Duration,
-    /// How often the re-injector looks for due jobs.
-    pub every: Duration,
-    /// How long a re-injector's claim keeps other proxies off its rows.
-    pub claim: Duration,
     /// Timeout of every call to beanstalkd.
     pub timeout: Duration,
-    /// Names this proxy's claims.
-    pub owner: String,
-}
-
-/// What the archiver has done so far (logged periodically).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub queued: AtomicU64,
-    pub refused: AtomicU64,
-    pub archived: AtomicU64,
-    /// Jobs beanstalkd no longer had when the archiver came to delete them (archived all the
-    /// same; see `delete_from_server`).
-    pub gone: AtomicU64,
-    pub reinjected: AtomicU64,
-    pub failures: AtomicU64,
+    /// The loops' knobs.
+    pub settings: Settings,
 }
 
 /// How often the re-injection thread logs the counters.
-const STATS_EVERY: Duration = Duration::from_secs(10);
-
-impl Counters {
-    /// The counters as one log line.
-    pub fn line(&self) -> String {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "archive: queued {} refused {} archived {} gone {} re-injected {} failures {}",
-            n(&self.queued),
-            n(&self.refused),
-            n(&self.archived),
-            n(&self.gone),
-            n(&self.reinjected),
-            n(&self.failures)
-        )
-    }
-}
-
-/// The jobs the queue had no room for, shared by the executor and the archiving thread.
-type Overflow = Arc<std::sync::Mutex<std::collections::VecDeque<Job>>>;
-
-/// A job on its way to the archive.
-#[derive(Debug)]
-enum Job {
-    /// From a put: everything known but the due time, which counts from now.
-    Put {
-        id: u64,
-        pri: u32,
-        delay: u32,
-        ttr: u32,
-        tube: String,
-        body: Vec<u8>,
-        queued_ms: i64,
-    },
-    /// From a release: tube, ttr and body are read from beanstalkd.
-    Release {
-        id: u64,
-        pri: u32,
-        delay: u32,
-        queued_ms: i64,
-    },
-}
-
-impl Job {
-    /// The job by its id alone: what is needed to read it back from beanstalkd (as a release).
-    fn by_id(self) -> Job {
-        match self {
-            Job::Put {
-                id,
-                pri,
-                delay,
-                queued_ms,
-                ..
-            } => Job::Release {
-                id,
-                pri,
-                delay,
-                queued_ms,
-            },
-            release => release,
-        }
-    }
-}
+pub const STATS_EVERY: Duration = Duration::from_secs(10);
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -131,54 +48,8 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The jobs of an archive effect's payload (see [`super::archiver::ARCHIVE`]); `None` if it is
-/// not one.
-fn parse(request: &EffectRequest) -> Option<Vec<Job>> {
-    if request.kind != super::archiver::ARCHIVE {
-        return None;
-    }
-    let queued_ms = now_ms();
-    let mut p = &request.payload[..];
-    let mut jobs = Vec::new();
-    while !p.is_empty() {
-        let nl = p.iter().position(|&b| b == b'\n')?;
-        let head = std::str::from_utf8(&p[..nl]).ok()?;
-        p = &p[nl + 1..];
-        let mut w = head.split(' ');
-        let mut num = || w.next()?.parse::<u64>().ok();
-        match head.as_bytes().first() {
-            Some(b'P') => {
-                let _ = num(); // the record's letter
-                let (id, pri, delay, ttr) = (num()?, num()? as u32, num()? as u32, num()? as u32);
-                let mut w = head.rsplitn(3, ' ');
-                let len: usize = w.next()?.parse().ok()?;
-                let tube = w.next()?.to_string();
-                let body = p.get(..len)?.to_vec();
-                p = &p[len..];
-                jobs.push(Job::Put {
-                    id,
-                    pri,
-                    delay,
-                    ttr,
-                    tube,
-                    body,
-                    queued_ms,
-                });
-            }
-            Some(b'R') => {
-                let _ = num();
-                jobs.push(Job::Release {
-                    id: num()?,
-                    pri: num()? as u32,
-                    delay: num()? as u32,
-                    queued_ms,
-                });
-            }
-            _ => return None,
-        }
-    }
-    Some(jobs)
-}
+/// The jobs the queue had no room for, shared by the executor and the archiving thread.
+type Overflow = Arc<Mutex<VecDeque<Job>>>;
 
 /// The effect executor and its threads.
 pub struct ArchiveExecutor {
@@ -207,29 +78,46 @@ impl ArchiveExecutor {
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let overflow: Overflow = Arc::default();
-        let overflow_max = cfg.overflow;
-        let archiving = {
-            let (cfg, counters, stop) = (cfg.clone(), counters.clone(), stop.clone());
-            let overflow = overflow.clone();
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
-                .name("archive".into())
-                .spawn(move || Archiving::new(cfg, counters, stop).run(rx, &overflow))
-                .map_err(|e| StoreError(format!("cannot start the archiving thread: {e}")))?
+                .name(name.into())
+                .spawn(body)
+                .map_err(|e| StoreError(format!("cannot start the {name} thread: {e}")))
         };
-        let reinjecting = {
-            let (counters, stop) = (counters.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("reinject".into())
-                .spawn(move || reinject(cfg, counters, stop))
-                .map_err(|e| StoreError(format!("cannot start the re-injection thread: {e}")))?
+        let host = IoHost {
+            cfg: cfg.clone(),
+            stop: stop.clone(),
+        };
+        let archive = {
+            let (host, counters, overflow) = (host.clone(), counters.clone(), overflow.clone());
+            let settings = cfg.settings.clone();
+            spawn(
+                "archive",
+                Box::new(move || {
+                    let mut queue = IoQueue { rx, overflow };
+                    let mut w = Worker::new(host, settings, &counters);
+                    pollster::block_on(archiving(&mut w, &mut queue));
+                }),
+            )?
+        };
+        let reinject = {
+            let counters = counters.clone();
+            let settings = cfg.settings.clone();
+            spawn(
+                "reinject",
+                Box::new(move || {
+                    let mut w = Worker::new(host, settings, &counters);
+                    pollster::block_on(reinjecting(&mut w));
+                }),
+            )?
         };
         Ok(ArchiveExecutor {
             tx,
             overflow,
-            overflow_max,
+            overflow_max: cfg.overflow,
             counters,
             stop,
-            threads: vec![archiving, reinjecting],
+            threads: vec![archive, reinject],
         })
     }
 }
@@ -245,7 +133,11 @@ impl Drop for ArchiveExecutor {
 
 impl Executor for ArchiveExecutor {
     fn execute(&self, request: &EffectRequest) -> EffectResult {
-        let Some(jobs) = parse(request) else {
+        let jobs = match request.kind.as_str() {
+            ARCHIVE => parse_records(&request.payload, now_ms()),
+            _ => None,
+        };
+        let Some(jobs) = jobs else {
             return Err(EffectError::Failed(
                 format!("not an archive request: {}", request.kind).into(),
             ));
@@ -279,327 +171,150 @@ impl Executor for ArchiveExecutor {
     }
 }
 
-/// A store and a beanstalkd connection, each (re)opened when needed.
-struct Links {
+/// The archiving thread's end of the queue.
+struct IoQueue {
+    rx: Receiver<Job>,
+    overflow: Overflow,
+}
+
+impl Queue for IoQueue {
+    async fn next(&mut self, max: usize) -> Option<Vec<Job>> {
+        let mut batch: Vec<Job> = self.rx.try_iter().take(max).collect();
+        // The queue is drained: jobs it had no room for, read back from beanstalkd.
+        if batch.is_empty() {
+            let mut o = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+            let n = o.len().min(max);
+            batch.extend(o.drain(..n));
+        }
+        if batch.is_empty() {
+            match self.rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        Some(batch)
+    }
+}
+
+/// Where the loops run in the production binary: real stores, real sockets, the wall clock.
+#[derive(Clone)]
+struct IoHost {
     cfg: ArchiveConfig,
-    store: Option<Box<dyn Store>>,
-    server: Option<(Client, String)>,
-    backoff: Duration,
-}
-
-impl Links {
-    fn new(cfg: ArchiveConfig) -> Links {
-        Links {
-            cfg,
-            store: None,
-            server: None,
-            backoff: Duration::from_millis(100),
-        }
-    }
-
-    fn store(&mut self) -> Result<&mut Box<dyn Store>, StoreError> {
-        if self.store.is_none() {
-            self.store = Some(self.cfg.store.open()?);
-        }
-        Ok(self.store.as_mut().expect("just opened"))
-    }
-
-    /// The connection and the server process's `stats` id; `fresh` says it was just opened.
-    fn server(&mut self) -> Result<(&mut Client, String, bool), ClientError> {
-        let fresh = self.server.is_none();
-        if fresh {
-            let mut c = Client::connect(self.cfg.server.as_str(), self.cfg.timeout)?;
-            let instance = c
-                .stats()?
-                .into_iter()
-                .find(|(k, _)| k == "id")
-                .map(|(_, v)| v)
-                .unwrap_or_default();
-            self.server = Some((c, instance));
-        }
-        let (c, i) = self.server.as_mut().expect("just opened");
-        Ok((c, i.clone(), fresh))
-    }
-
-    /// Something failed: drop both links (they reopen on the next use) and wait a little,
-    /// longer each time in a row (up to 5 s).
-    fn failed(&mut self, what: &str, e: &dyn std::fmt::Display, counters: &Counters) {
-        counters.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{what}: {e}; retrying in {:?}", self.backoff);
-        self.store = None;
-        self.server = None;
-        std::thread::sleep(self.backoff);
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-    }
-
-    fn succeeded(&mut self) {
-        self.backoff = Duration::from_millis(100);
-    }
-}
-
-struct Archiving {
-    links: Links,
-    counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 }
 
-/// Why a batch could not be finished.
-enum Trouble {
-    Store(StoreError),
-    Server(ClientError),
-}
+impl Host for IoHost {
+    type Archive = Blocking;
+    type Server = Client;
 
-impl Archiving {
-    fn new(cfg: ArchiveConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Self {
-        Archiving {
-            links: Links::new(cfg),
-            counters,
-            stop,
-        }
+    async fn open_archive(&mut self) -> Result<Blocking, Fault> {
+        self.cfg.store.open().map(Blocking).map_err(fault)
     }
 
-    fn run(mut self, rx: Receiver<Job>, overflow: &Overflow) {
-        let mut batch: Vec<Job> = Vec::new();
-        while !self.stop.load(Ordering::Relaxed) {
-            if batch.is_empty() {
-                while batch.len() < self.links.cfg.batch {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                // The queue is drained: jobs it had no room for, read back from beanstalkd.
-                if batch.is_empty() {
-                    let mut o = overflow.lock().unwrap_or_else(|e| e.into_inner());
-                    let n = o.len().min(self.links.cfg.batch);
-                    batch.extend(o.drain(..n));
-                }
-                if batch.is_empty() {
-                    match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(job) => batch.push(job),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            }
-            match self.archive(&batch) {
-                Ok(()) => {
-                    batch.clear();
-                    self.links.succeeded();
-                }
-                Err(Trouble::Store(e)) => self.links.failed("archive store", &e, &self.counters),
-                Err(Trouble::Server(e)) => self.links.failed("archiving", &e, &self.counters),
-            }
-        }
-    }
-
-    /// Settles the pending rows a crash left, then archives `batch` (possibly empty).
-    fn archive(&mut self, batch: &[Job]) -> Result<(), Trouble> {
-        let (_, instance, fresh) = self.links.server().map_err(Trouble::Server)?;
-        if fresh {
-            self.settle(&instance)?;
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut jobs = Vec::with_capacity(batch.len());
-        for job in batch {
-            match job {
-                Job::Put {
-                    id,
-                    pri,
-                    delay,
-                    ttr,
-                    tube,
-                    body,
-                    queued_ms,
-                } => jobs.push(NewJob {
-                    tube: tube.clone(),
-                    pri: *pri,
-                    ttr: *ttr,
-                    due_ms: queued_ms + i64::from(*delay) * 1000,
-                    body: body.clone(),
-                    server_id: *id,
-                    server_instance: instance.clone(),
-                }),
-                Job::Release {
-                    id,
-                    pri,
-                    delay,
-                    queued_ms,
-                } => {
-                    let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
-                    let stats = c.stats_job(*id).map_err(Trouble::Server)?;
-                    let body = c.peek(*id).map_err(Trouble::Server)?;
-                    match (stats, body) {
-                        (Some(s), Some(body)) if s.state == "delayed" => jobs.push(NewJob {
-                            tube: s.tube,
-                            pri: *pri,
-                            ttr: s.ttr,
-                            due_ms: queued_ms + i64::from(*delay) * 1000,
-                            body,
-                            server_id: *id,
-                            server_instance: instance.clone(),
-                        }),
-                        // Gone, or no longer delayed (kicked, reserved): not ours to take.
-                        _ => {
-                            self.counters.gone.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }
-        let rows = self
-            .links
-            .store()
-            .map_err(Trouble::Store)?
-            .insert(&jobs)
-            .map_err(Trouble::Store)?;
-        let pairs: Vec<(i64, u64)> = rows
+    async fn connect(&mut self) -> Result<(Client, String), Fault> {
+        let mut c = Client::connect(self.cfg.server.as_str(), self.cfg.timeout).map_err(fault)?;
+        let instance = c
+            .stats()
+            .map_err(fault)?
             .into_iter()
-            .zip(jobs.iter().map(|j| j.server_id))
-            .collect();
-        self.delete_from_server(&pairs)
+            .find(|(k, _)| k == "id")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        Ok((c, instance))
     }
 
-    /// The rows are committed: delete their jobs from beanstalkd (pipelined), then mark them
-    /// archived. A job beanstalkd no longer has is archived all the same: another proxy sharing
-    /// the store may have settled (and deleted) it while this batch was in flight, and dropping
-    /// the row would lose it; the price is a duplicate for a job a worker kicked and took in that
-    /// instant (named window 2 in docs/BEANSTALKD.md).
-    fn delete_from_server(&mut self, rows: &[(i64, u64)]) -> Result<(), Trouble> {
-        let (mut left, mut gone) = (Vec::new(), Vec::new());
-        {
-            let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
-            let ids: Vec<u64> = rows.iter().map(|&(_, id)| id).collect();
-            let deleted = c.delete_all(&ids).map_err(Trouble::Server)?;
-            for (&(row, _), deleted) in rows.iter().zip(deleted) {
-                match deleted {
-                    true => left.push(row),
-                    false => gone.push(row),
-                }
-            }
-        }
-        let store = self.links.store().map_err(Trouble::Store)?;
-        store.mark_archived(&left).map_err(Trouble::Store)?;
-        store.mark_archived(&gone).map_err(Trouble::Store)?;
-        self.counters
-            .archived
-            .fetch_add(left.len() as u64, Ordering::Relaxed);
-        self.counters
-            .gone
-            .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        Ok(())
+    fn now_ms(&self) -> i64 {
+        now_ms()
     }
 
-    /// Pending rows (committed; the job may still be in beanstalkd): on the same server
-    /// process, a job still there is deleted now and one not there counts as deleted (named
-    /// duplicate window 2); a row from another server process is archived as it is (window 3).
-    fn settle(&mut self, instance: &str) -> Result<(), Trouble> {
-        let pending = self
-            .links
-            .store()
-            .map_err(Trouble::Store)?
-            .pending()
-            .map_err(Trouble::Store)?;
-        if pending.is_empty() {
-            return Ok(());
+    async fn sleep(&mut self, d: Duration) {
+        // In short steps, so a stop is seen quickly.
+        let step = Duration::from_millis(50);
+        let mut slept = Duration::ZERO;
+        while slept < d && !self.stopping() {
+            std::thread::sleep(step.min(d - slept));
+            slept += step;
         }
-        tracing::info!("settling {} pending archive rows", pending.len());
-        let mut archived = Vec::new();
-        {
-            let (c, _, _) = self.links.server().map_err(Trouble::Server)?;
-            for row in &pending {
-                if row.job.server_instance == instance {
-                    c.delete(row.job.server_id).map_err(Trouble::Server)?;
-                }
-                archived.push(row.row);
-            }
-        }
-        self.links
-            .store()
-            .map_err(Trouble::Store)?
-            .mark_archived(&archived)
-            .map_err(Trouble::Store)
     }
-}
 
-/// The re-injection thread's loop.
-fn reinject(cfg: ArchiveConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
-    let mut links = Links::new(cfg.clone());
-    let mut logged = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        if logged.elapsed() >= STATS_EVERY {
-            logged = std::time::Instant::now();
-            tracing::info!("{}", counters.line());
-        }
-        match reinject_due(&mut links, &cfg, &counters) {
-            Ok(0) => {
-                links.succeeded();
-                // Sleep in short steps so a stop is seen quickly.
-                let mut slept = Duration::ZERO;
-                while slept < cfg.every && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
-                }
-            }
-            Ok(_) => links.succeeded(),
-            Err(Trouble::Store(e)) => links.failed("re-injection store", &e, &counters),
-            Err(Trouble::Server(e)) => links.failed("re-injecting", &e, &counters),
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn log(&mut self, level: Level, line: std::fmt::Arguments<'_>) {
+        match level {
+            Level::Info => tracing::info!("{line}"),
+            Level::Warn => tracing::warn!("{line}"),
         }
     }
 }
 
-/// Puts one claimed batch of due rows back; how many.
-fn reinject_due(
-    links: &mut Links,
-    cfg: &ArchiveConfig,
-    counters: &Counters,
-) -> Result<usize, Trouble> {
-    let now = now_ms();
-    let rows = links
-        .store()
-        .map_err(Trouble::Store)?
-        .claim_due(&cfg.owner, now, cfg.lead, cfg.claim, cfg.batch)
-        .map_err(Trouble::Store)?;
-    if rows.is_empty() {
-        return Ok(0);
+fn fault(e: impl std::fmt::Display) -> Fault {
+    Fault(e.to_string())
+}
+
+/// A [`Store`] as the loops' [`Archive`] port: each call blocks until it committed.
+struct Blocking(Box<dyn Store>);
+
+impl Archive for Blocking {
+    async fn insert(&mut self, jobs: &[NewJob]) -> Result<Vec<i64>, Fault> {
+        self.0.insert(jobs).map_err(fault)
     }
-    // Rows put back are removed even when a later put fails, so no row goes back twice for
-    // anything short of a crash between a put and this removal (duplicate window 1).
-    let mut done = Vec::with_capacity(rows.len());
-    let mut trouble = None;
-    match links.server() {
-        Err(e) => trouble = Some(Trouble::Server(e)),
-        Ok((c, _, _)) => {
-            for row in &rows {
-                let left_ms = (row.job.due_ms - now_ms()).max(0);
-                let left = u32::try_from((left_ms + 999) / 1000).unwrap_or(u32::MAX);
-                let put = c
-                    .use_tube(&row.job.tube)
-                    .and_then(|()| c.put(row.job.pri, left, row.job.ttr, &row.job.body));
-                match put {
-                    Ok(_) => done.push(row.row),
-                    Err(e) => {
-                        trouble = Some(Trouble::Server(e));
-                        break;
-                    }
-                }
-            }
-        }
+
+    async fn mark_archived(&mut self, rows: &[i64]) -> Result<(), Fault> {
+        self.0.mark_archived(rows).map_err(fault)
     }
-    if !done.is_empty() {
-        links
-            .store()
-            .map_err(Trouble::Store)?
-            .remove(&done)
-            .map_err(Trouble::Store)?;
-        counters
-            .reinjected
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
+
+    async fn remove(&mut self, rows: &[i64]) -> Result<(), Fault> {
+        self.0.remove(rows).map_err(fault)
     }
-    match trouble {
-        Some(t) => Err(t),
-        None => Ok(done.len()),
+
+    async fn discard_pending(&mut self, rows: &[i64]) -> Result<(), Fault> {
+        self.0.discard_pending(rows).map_err(fault)
+    }
+
+    async fn pending(&mut self) -> Result<Vec<Row>, Fault> {
+        self.0.pending().map_err(fault)
+    }
+
+    async fn claim_due(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lead: Duration,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<Row>, Fault> {
+        self.0
+            .claim_due(owner, now_ms, lead, hold, limit)
+            .map_err(fault)
+    }
+}
+
+/// The blocking client as the loops' [`Server`] port.
+impl Server for Client {
+    async fn use_tube(&mut self, tube: &str) -> Result<(), Fault> {
+        Client::use_tube(self, tube).map_err(fault)
+    }
+
+    async fn put(&mut self, pri: u32, delay: u32, ttr: u32, body: &[u8]) -> Result<u64, Fault> {
+        Client::put(self, pri, delay, ttr, body).map_err(fault)
+    }
+
+    async fn delete(&mut self, id: u64) -> Result<bool, Fault> {
+        Client::delete(self, id).map_err(fault)
+    }
+
+    async fn delete_all(&mut self, ids: &[u64]) -> Result<Vec<bool>, Fault> {
+        Client::delete_all(self, ids).map_err(fault)
+    }
+
+    async fn peek(&mut self, id: u64) -> Result<Option<Vec<u8>>, Fault> {
+        Client::peek(self, id).map_err(fault)
+    }
+
+    async fn stats_job(&mut self, id: u64) -> Result<Option<JobStats>, Fault> {
+        Client::stats_job(self, id).map_err(fault)
     }
 }

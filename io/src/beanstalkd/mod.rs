@@ -1,17 +1,15 @@
-//! `fanout beanstalkd`, the archiving proxy (issue 11, in progress; the design, its delivery
-//! guarantee and its named duplicate windows are in `docs/BEANSTALKD.md`).
+//! `fanout beanstalkd`, the archiving proxy (the design, its delivery guarantee and its named
+//! duplicate windows are in `docs/BEANSTALKD.md`). Its logic, the interceptor and the two
+//! background loops, is the engine's ([`fanout_engine::archive`]), shared with the simulator;
+//! here are the ports it runs on:
 //!
-//! - [`archiver`]: the interceptor. Bytes pass through as they arrive; beside them it reads both
-//!   streams with the engine's beanstalkd framers and asks an effect to archive each far-future
-//!   job beanstalkd took.
-//! - [`executor`]: the effect executor, the archiving thread (store commit, then delete from
-//!   beanstalkd) and the re-injection thread (due jobs put back with the delay that remains).
+//! - [`executor`]: the effect executor (a bounded queue), the archiving thread and the
+//!   re-injection thread, each running one of the engine's loops on blocking ports.
 //! - [`store`]: the archive; [`sqlite`] (the default, embedded), [`mysql`] and [`postgres`]
 //!   (several proxies may share one) implement it.
 //! - [`client`]: a blocking beanstalkd client for the archiver's own connections.
 //! - [`cli`]: the command line.
 
-pub mod archiver;
 pub mod cli;
 pub mod client;
 pub mod executor;

@@ -127,6 +127,14 @@ impl Store for Mysql {
         self.each(rows, &sql)
     }
 
+    fn discard_pending(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE row_id = ? AND state = 'pending'",
+            self.table
+        );
+        self.each(rows, &sql)
+    }
+
     fn pending(&mut self) -> Result<Vec<Row>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE state = 'pending' ORDER BY row_id",

@@ -125,6 +125,13 @@ impl Store for Sqlite {
         self.set_state(rows, "DELETE FROM fanout_jobs WHERE row_id = ?1")
     }
 
+    fn discard_pending(&mut self, rows: &[i64]) -> Result<(), StoreError> {
+        self.set_state(
+            rows,
+            "DELETE FROM fanout_jobs WHERE row_id = ?1 AND state = 'pending'",
+        )
+    }
+
     fn pending(&mut self) -> Result<Vec<Row>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM fanout_jobs WHERE state = 'pending' ORDER BY row_id");

@@ -11,36 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A job leaving beanstalkd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewJob {
-    pub tube: String,
-    pub pri: u32,
-    /// Seconds.
-    pub ttr: u32,
-    /// When the job is due to be ready, milliseconds since the Unix epoch.
-    pub due_ms: i64,
-    pub body: Vec<u8>,
-    /// Its id in beanstalkd, and which beanstalkd process gave it (`stats` `id`).
-    pub server_id: u64,
-    pub server_instance: String,
-}
-
-/// A row of the archive.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub row: i64,
-    pub job: NewJob,
-    pub state: RowState,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowState {
-    /// Committed; the archiver has not yet confirmed the job left beanstalkd.
-    Pending,
-    /// The row is the job's only copy.
-    Archived,
-}
+pub use fanout_engine::archive::{NewJob, Row, RowState};
 
 /// How many rows are in each state, and how many are due.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,8 +44,13 @@ pub trait Store: Send {
     /// The jobs of `rows` left beanstalkd: they become `archived`.
     fn mark_archived(&mut self, rows: &[i64]) -> Result<(), StoreError>;
 
-    /// Deletes `rows` (re-injected, or found still in use in beanstalkd).
+    /// Deletes `rows` (re-injected).
     fn remove(&mut self, rows: &[i64]) -> Result<(), StoreError>;
+
+    /// Deletes those of `rows` still `pending`: jobs beanstalkd no longer had at the archiver's
+    /// delete (a client deleted it, a worker took it). A row another proxy settled meanwhile is
+    /// `archived` and stays.
+    fn discard_pending(&mut self, rows: &[i64]) -> Result<(), StoreError>;
 
     /// Every `pending` row: after a crash, the archiver settles each one.
     fn pending(&mut self) -> Result<Vec<Row>, StoreError>;
