@@ -61,12 +61,18 @@ fn archive_server_restart() {
 }
 
 #[test]
+fn archive_shared_store() {
+    check(ArchiveScenario::SharedStore, "archive_shared_store");
+}
+
+#[test]
 fn every_archive_scenario_has_a_test() {
     let tested = [
         ArchiveScenario::Healthy,
         ArchiveScenario::StoreOutage,
         ArchiveScenario::ProxyKill,
         ArchiveScenario::ServerRestart,
+        ArchiveScenario::SharedStore,
     ];
     for s in ArchiveScenario::ALL {
         assert!(tested.contains(&s), "no test runs {}", s.name());

@@ -30,14 +30,20 @@ pub enum ArchiveScenario {
     /// beanstalkd restarts 1–3 times (its jobs kept, as with a binlog, under a new process id).
     /// Oracles: none lost, none early, duplicates at most one batch per restart (window 3).
     ServerRestart,
+    /// Two proxies share one store (producers split between them), and each is killed and
+    /// restarted 1–3 times: a restarted proxy settles the other's in-flight rows while that one
+    /// finishes them, and both claim due rows. Oracles as for kills: each job put back by one
+    /// of them, duplicates at most one batch per kill.
+    SharedStore,
 }
 
 impl ArchiveScenario {
-    pub const ALL: [ArchiveScenario; 4] = [
+    pub const ALL: [ArchiveScenario; 5] = [
         ArchiveScenario::Healthy,
         ArchiveScenario::StoreOutage,
         ArchiveScenario::ProxyKill,
         ArchiveScenario::ServerRestart,
+        ArchiveScenario::SharedStore,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +52,7 @@ impl ArchiveScenario {
             ArchiveScenario::StoreOutage => "archive-store-outage",
             ArchiveScenario::ProxyKill => "archive-proxy-kill",
             ArchiveScenario::ServerRestart => "archive-server-restart",
+            ArchiveScenario::SharedStore => "archive-shared-store",
         }
     }
 
@@ -68,8 +75,9 @@ pub struct PlannedJob {
 /// What happens to a host, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostFault {
-    KillProxy,
-    StartProxy,
+    /// Kill proxy `n` (0-based).
+    KillProxy(usize),
+    StartProxy(usize),
     RestartServer,
 }
 
@@ -83,6 +91,8 @@ pub struct ArchivePlan {
     /// Puts a producer sends before it reads their answers.
     pub pipeline: usize,
     pub store: StorePlan,
+    /// Proxies sharing the store; producer `i` puts through proxy `i % proxies`.
+    pub proxies: usize,
     pub faults: Vec<(Duration, HostFault)>,
     /// Jobs per store transaction.
     pub batch: usize,
@@ -118,6 +128,7 @@ impl ArchivePlan {
         };
         let mut faults = Vec::new();
         let mut queue = 10_000;
+        let mut proxies = 1;
         let secs = |rng: &mut ChaCha8Rng, lo: f64, hi: f64| {
             Duration::from_millis((rng.random_range(lo..hi) * 1000.0) as u64)
         };
@@ -140,9 +151,21 @@ impl ArchivePlan {
                 let mut at = Duration::ZERO;
                 for _ in 0..rng.random_range(3..=8) {
                     at += secs(&mut rng, 0.3, 2.5);
-                    faults.push((at, HostFault::KillProxy));
+                    faults.push((at, HostFault::KillProxy(0)));
                     at += secs(&mut rng, 0.1, 2.0);
-                    faults.push((at, HostFault::StartProxy));
+                    faults.push((at, HostFault::StartProxy(0)));
+                }
+            }
+            ArchiveScenario::SharedStore => {
+                store.latency_ms = (10, 200);
+                proxies = 2;
+                let mut at = Duration::ZERO;
+                for _ in 0..rng.random_range(2..=6) {
+                    let which = rng.random_range(0..2);
+                    at += secs(&mut rng, 0.3, 2.5);
+                    faults.push((at, HostFault::KillProxy(which)));
+                    at += secs(&mut rng, 0.1, 2.0);
+                    faults.push((at, HostFault::StartProxy(which)));
                 }
             }
             ArchiveScenario::ServerRestart => {
@@ -167,6 +190,7 @@ impl ArchivePlan {
             producers,
             pipeline,
             store,
+            proxies,
             faults,
             batch,
             queue,
@@ -178,7 +202,7 @@ impl ArchivePlan {
     pub fn crash_windows(&self) -> usize {
         self.faults
             .iter()
-            .filter(|(_, f)| matches!(f, HostFault::KillProxy | HostFault::RestartServer))
+            .filter(|(_, f)| matches!(f, HostFault::KillProxy(_) | HostFault::RestartServer))
             .count()
     }
 }

@@ -4,8 +4,9 @@
 //! the archive; the application's worker takes every job the model makes ready. Faults come
 //! from the plan: store outages and latency, proxy kills and restarts, server restarts.
 //!
-//! Hosts: `producers` (a client host, one task per producer), `proxy` (restarted after a kill as
-//! a new process: new engine, new queue, new claim owner), `beanstalkd`. The store's rows, the
+//! Hosts: `producers` (a client host, one task per producer), `proxy1` (and `proxy2` when two
+//! share the store; each restarted after a kill as a new process: new engine, new queue, new
+//! claim owner), `beanstalkd`. The store's rows, the
 //! model's jobs and what producers heard live outside the hosts, as a database and a binlog
 //! outlive the processes that use them.
 
@@ -220,13 +221,19 @@ fn config() -> Config {
     }
 }
 
-/// State shared by the proxy's incarnations.
+/// State shared by the proxies and their incarnations.
 struct ProxyWorld {
     plan: ArchivePlan,
     rows: RowsRef,
     counters: Rc<Counters>,
     obs: Rc<RefCell<Observer>>,
+    /// Processes started so far (names each one's claims).
     incarnation: RefCell<u32>,
+}
+
+/// The host name of proxy `n`.
+fn proxy_host(n: usize) -> String {
+    format!("proxy{}", n + 1)
 }
 
 /// One incarnation of the proxy process: the engine with the archiver, and both loops.
@@ -234,7 +241,7 @@ async fn proxy(w: Rc<ProxyWorld>) -> turmoil::Result {
     let owner = {
         let mut n = w.incarnation.borrow_mut();
         *n += 1;
-        format!("proxy-{n}")
+        format!("process-{n}")
     };
     let queue = Rc::new(RefCell::new(SimQueue {
         jobs: VecDeque::new(),
@@ -290,6 +297,7 @@ async fn proxy(w: Rc<ProxyWorld>) -> turmoil::Result {
 /// its connection fails. A put whose answer never came is recorded without one.
 async fn producer(
     index: usize,
+    via: String,
     jobs: Vec<super::plan::PlannedJob>,
     pipeline: usize,
     puts: Rc<RefCell<Vec<Put>>>,
@@ -297,7 +305,7 @@ async fn producer(
     let tube = format!("tube-{index}");
     let mut next = 0;
     while next < jobs.len() {
-        let Ok(stream) = turmoil::net::TcpStream::connect(("proxy", PROXY_PORT)).await else {
+        let Ok(stream) = turmoil::net::TcpStream::connect((via.as_str(), PROXY_PORT)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -397,21 +405,23 @@ pub fn simulate(plan: &ArchivePlan) -> Outcome {
         let model = model.clone();
         sim.host("beanstalkd", move || beanstalkd::serve(model.clone()));
     }
-    {
+    for n in 0..plan.proxies {
         let world = world.clone();
-        sim.host("proxy", move || proxy(world.clone()));
+        sim.host(proxy_host(n), move || proxy(world.clone()));
     }
     let puts: Rc<RefCell<Vec<Put>>> = Rc::default();
     {
         let puts = puts.clone();
         let producers = plan.producers.clone();
         let pipeline = plan.pipeline;
+        let proxies = plan.proxies;
         sim.client("producers", async move {
             let tasks: Vec<_> = producers
                 .into_iter()
                 .enumerate()
                 .map(|(i, jobs)| {
-                    tokio::task::spawn_local(producer(i, jobs, pipeline, puts.clone()))
+                    let via = proxy_host(i % proxies);
+                    tokio::task::spawn_local(producer(i, via, jobs, pipeline, puts.clone()))
                 })
                 .collect();
             for t in tasks {
@@ -429,8 +439,8 @@ pub fn simulate(plan: &ArchivePlan) -> Outcome {
     while sim.elapsed() < plan.horizon {
         while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= sim.elapsed()) {
             match fault {
-                HostFault::KillProxy => sim.crash("proxy"),
-                HostFault::StartProxy => sim.bounce("proxy"),
+                HostFault::KillProxy(n) => sim.crash(proxy_host(*n)),
+                HostFault::StartProxy(n) => sim.bounce(proxy_host(*n)),
                 HostFault::RestartServer => {
                     restarts += 1;
                     let mut m = model.borrow_mut();
