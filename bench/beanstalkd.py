@@ -12,10 +12,11 @@ One run, on fresh beanstalkd servers each time:
   4. lag:     LAG_JOBS jobs archived and put back: how late each job became ready compared with
               the time its delay said (p50/p99/max), measured by a worker reserving them.
 
-Producers open CONNS connections and pipeline WINDOW puts on each before reading the answers
-(a synchronous client is bounded by round trips, proxy or not). Knobs by environment:
+Producers open CONNS connections, pipeline WINDOW puts per write and keep IN_FLIGHT windows
+outstanding on each (a synchronous client is bounded by round trips, proxy or not). Every
+window is built before the clock starts, so the rates are the servers', not Python's. Knobs by environment:
 BENCH_JOBS (1000000), BENCH_STORE_JOBS (100000), BENCH_LAG_JOBS (2000), BENCH_CONNS (8),
-BENCH_WINDOW (200), BENCH_RATE (puts/s at most; 0, unpaced), BENCH_STORES (sqlite,mysql,postgres), BENCH_ARCHIVE_AFTER (3h; anything
+BENCH_WINDOW (200), BENCH_IN_FLIGHT (2), BENCH_RATE (puts/s at most; 0, unpaced), BENCH_STORES (sqlite,mysql,postgres), BENCH_ARCHIVE_AFTER (3h; anything
 else measures the pass-through alone and stops there), FANOUT_BIN (target/release/fanout).
 MySQL/PostgreSQL as on this machine kind: mysql://root@127.0.0.1:3306/test,
 postgres://postgres@127.0.0.1:5432/postgres. Measure on a quiet machine (`uptime`).
@@ -34,6 +35,8 @@ STORE_JOBS = int(os.environ.get("BENCH_STORE_JOBS", 100_000))
 LAG_JOBS = int(os.environ.get("BENCH_LAG_JOBS", 2000))
 CONNS = int(os.environ.get("BENCH_CONNS", 8))
 WINDOW = int(os.environ.get("BENCH_WINDOW", 200))
+# Windows each connection keeps outstanding (sent, answers not yet read).
+IN_FLIGHT = int(os.environ.get("BENCH_IN_FLIGHT", 2))
 STORES = [s for s in os.environ.get("BENCH_STORES", "sqlite,mysql,postgres").split(",") if s]
 # Puts per second at most (0: as fast as the server answers). Below the archive throughput, the
 # proxied run shows the steady state of the seed's use case: beanstalkd never holds the far jobs.
@@ -119,32 +122,61 @@ def job(rng, i, far_share):
 
 
 def put_all(port, n, far_share=0.95, seed=1):
-    """Puts n jobs over CONNS pipelining connections; returns puts per second."""
+    """Puts n jobs over CONNS pipelining connections; returns puts per second.
+
+    Every window's bytes are built before the clock starts, so the rate is the servers', not
+    Python's: the client only writes prepared windows and counts answers (both in C)."""
     rng = random.Random(seed)
-    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNS)]
-    i, started = 0, time.time()
+    windows = []
+    i = 0
     while i < n:
-        sent = []
+        k = min(WINDOW, n - i)
+        windows.append((b"".join(job(rng, i + j, far_share) for j in range(k)), k))
+        i += k
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNS)]
+    for s in socks:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Each connection keeps IN_FLIGHT windows outstanding: the next goes out before the answers
+    # to the last are read, so the servers never wait on the client.
+    outstanding = {s: [] for s in socks}
+    done, w, started = 0, 0, time.time()
+
+    def send(s):
+        nonlocal w, done
+        if w < len(windows):
+            payload, k = windows[w]
+            s.sendall(payload)
+            outstanding[s].append(k)
+            w += 1
+            done += k
+            if RATE > 0:
+                ahead = done / RATE - (time.time() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    for _ in range(IN_FLIGHT):
         for s in socks:
-            k = min(WINDOW, n - i)
-            if k <= 0:
-                break
-            s.sendall(b"".join(job(rng, i + j, far_share) for j in range(k)))
-            sent.append((s, k))
-            i += k
-        if RATE > 0:
-            ahead = i / RATE - (time.time() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-        for s, k in sent:
-            got = b""
+            send(s)
+    buffers = {s: b"" for s in socks}
+    while any(outstanding.values()):
+        for s in socks:
+            if not outstanding[s]:
+                continue
+            k = outstanding[s].pop(0)
+            got = buffers[s]
             while got.count(b"\r\n") < k:
                 chunk = s.recv(65536)
                 if not chunk:
                     sys.exit("the server closed during the puts")
                 got += chunk
-            if got.count(b"INSERTED") != k:
-                sys.exit(f"not every put was inserted: {got[:200]!r}")
+            # The answers to this window, and whatever of the next came with them.
+            cut = 0
+            for _ in range(k):
+                cut = got.index(b"\r\n", cut) + 2
+            mine, buffers[s] = got[:cut], got[cut:]
+            if mine.count(b"INSERTED") != k:
+                sys.exit(f"not every put was inserted: {mine[:200]!r}")
+            send(s)
     rate = n / (time.time() - started)
     for s in socks:
         s.close()
@@ -226,6 +258,8 @@ def main():
     drop_tables()
 
     # 4. re-injection lag
+    if LAG_JOBS == 0:
+        return
     b, port = beanstalkd()
     store = store_url("sqlite", tmp, "lag")
     f, fport = fanout(port, store, "--archive-after", "2s", "--reinject-lead", "1s",

@@ -351,8 +351,13 @@ impl<I: Interceptor> Driver<I> {
 
     // ---- effects ------------------------------------------------------------------------
 
-    /// Hands an effect to the pool; a refusal is the engine's answer, fed after this drain.
+    /// Hands an effect to the pool; a refusal is the engine's answer, fed after this drain, as
+    /// is the result of an effect the executor runs inline.
     fn effect(&mut self, id: EffectId, request: EffectRequest) {
+        if let Some(result) = self.effects.as_ref().and_then(|l| l.inline(&request)) {
+            self.pending.push_back(Event::EffectDone { id, result });
+            return;
+        }
         let refused = match &self.effects {
             Some(lane) => lane.submit(id, request).err(),
             None => Some(EffectError::Unavailable("no executor".into())),

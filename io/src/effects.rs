@@ -30,6 +30,15 @@ use std::time::Duration;
 /// is caught and answered as [`EffectError::Failed`]; the worker goes on with the next request.
 pub trait Executor: Send + Sync + 'static {
     fn execute(&self, request: &EffectRequest) -> EffectResult;
+
+    /// Whether `request` is a bounded hand-over that never blocks (a push onto an in-memory
+    /// queue some thread of the executor's own drains), which the event loop may then run
+    /// itself: its result goes to the engine in the same turn, without the two thread hand-offs
+    /// and wake-ups a worker costs. Anything that may wait (a disk, a lock held across I/O, a
+    /// network call) must say no, the default.
+    fn runs_inline(&self, _request: &EffectRequest) -> bool {
+        false
+    }
 }
 
 /// The pool's size: worker threads and requests waiting for one.
@@ -94,6 +103,7 @@ struct Shared {
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    executor: Arc<dyn Executor>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -121,6 +131,7 @@ impl Pool {
         let mut pool = Pool {
             shared: Arc::clone(&shared),
             workers: Vec::new(),
+            executor: executor.clone(),
         };
         for n in 0..config.workers.max(1) {
             let (rx, shared, executor) = (Arc::clone(&rx), Arc::clone(&shared), executor.clone());
@@ -145,6 +156,7 @@ impl Pool {
         let (reply, done) = mpsc::channel();
         Ok(Lane {
             shared: Arc::clone(&self.shared),
+            executor: Arc::clone(&self.executor),
             reply,
             done,
             waker: Arc::new(Waker::new(registry, token)?),
@@ -232,6 +244,7 @@ fn run(executor: &dyn Executor, request: &EffectRequest) -> EffectResult {
 /// One event loop's connection to the pool.
 pub(crate) struct Lane {
     shared: Arc<Shared>,
+    executor: Arc<dyn Executor>,
     reply: Sender<Done>,
     done: Receiver<Done>,
     waker: Arc<Waker>,
@@ -263,6 +276,14 @@ impl Lane {
         }
     }
 
+    /// The result of `request` run here, on the calling loop, if the executor says it
+    /// [runs inline](Executor::runs_inline); a panic is caught as on a worker.
+    pub(crate) fn inline(&self, request: &EffectRequest) -> Option<EffectResult> {
+        self.executor
+            .runs_inline(request)
+            .then(|| run(&*self.executor, request))
+    }
+
     /// Results that arrived since the last call, in the order they finished.
     pub(crate) fn completed(&self) -> impl Iterator<Item = Done> + '_ {
         self.done.try_iter()
@@ -286,9 +307,17 @@ mod tests {
     }
 
     impl Executor for Scripted {
+        fn runs_inline(&self, request: &EffectRequest) -> bool {
+            request.kind.starts_with("inline")
+        }
+
         fn execute(&self, request: &EffectRequest) -> EffectResult {
             match request.kind.as_str() {
                 "echo" => Ok(request.payload.clone()),
+                "inline-thread" => Ok(Bytes::from(
+                    std::thread::current().name().unwrap_or("").to_string(),
+                )),
+                "inline-panic" => panic!("deliberate inline panic"),
                 "fail" => Err(EffectError::Failed("refused".into())),
                 "panic" => panic!("deliberate test panic"),
                 "block" => {
@@ -371,6 +400,32 @@ mod tests {
             ]
         );
         rig.pool.shutdown();
+    }
+
+    #[test]
+    fn an_effect_the_executor_runs_inline_is_answered_on_the_calling_thread() {
+        let rig = rig(1, 8);
+        std::thread::Builder::new()
+            .name("the-loop".into())
+            .spawn(move || {
+                assert_eq!(
+                    rig.lane.inline(&req("inline-thread", b"")),
+                    Some(Ok(Bytes::from_static(b"the-loop")))
+                );
+                assert!(matches!(
+                    rig.lane.inline(&req("inline-panic", b"")),
+                    Some(Err(EffectError::Failed(_)))
+                ));
+                assert_eq!(
+                    rig.lane.inline(&req("echo", b"x")),
+                    None,
+                    "not inline: the pool's"
+                );
+                rig.pool.shutdown();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

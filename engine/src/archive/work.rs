@@ -231,8 +231,12 @@ impl<'c, H: Host> Worker<'c, H> {
         }
         if let Some(InHand::Deleted { left, gone }) = self.in_hand.clone() {
             let store = self.store().await?;
-            store.mark_archived(&left).await.map_err(Trouble::Store)?;
-            store.discard_pending(&gone).await.map_err(Trouble::Store)?;
+            if !left.is_empty() {
+                store.mark_archived(&left).await.map_err(Trouble::Store)?;
+            }
+            if !gone.is_empty() {
+                store.discard_pending(&gone).await.map_err(Trouble::Store)?;
+            }
             self.counters
                 .archived
                 .fetch_add(left.len() as u64, Ordering::Relaxed);

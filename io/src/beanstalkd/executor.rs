@@ -18,8 +18,7 @@ use fanout_engine::archive::{
 use fanout_engine::{EffectError, EffectRequest, EffectResult};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,15 +47,30 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The jobs the queue had no room for, shared by the executor and the archiving thread.
-type Overflow = Arc<Mutex<VecDeque<Job>>>;
+/// Jobs waiting for the archiving thread, shared with the executor: whole jobs up to `cap`,
+/// then, up to `overflow_max`, jobs by id only (read back from beanstalkd once the whole ones
+/// are done). One lock per effect, not per job.
+struct Waiting {
+    whole: VecDeque<Job>,
+    by_id: VecDeque<Job>,
+    cap: usize,
+    overflow_max: usize,
+    /// The executor is gone: no job can come any more.
+    closed: bool,
+}
+
+#[derive(Clone)]
+struct Shared(Arc<(Mutex<Waiting>, Condvar)>);
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0 .0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// The effect executor and its threads.
 pub struct ArchiveExecutor {
-    tx: SyncSender<Job>,
-    /// Jobs the queue had no room for, by id only, oldest first.
-    overflow: Overflow,
-    overflow_max: usize,
+    waiting: Shared,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -74,10 +88,18 @@ impl ArchiveExecutor {
     /// Opens the store once (so a bad `--store` fails at start), then starts both threads.
     pub fn start(cfg: ArchiveConfig) -> Result<ArchiveExecutor, StoreError> {
         drop(cfg.store.open()?);
-        let (tx, rx) = mpsc::sync_channel(cfg.queue.max(1));
+        let waiting = Shared(Arc::new((
+            Mutex::new(Waiting {
+                whole: VecDeque::new(),
+                by_id: VecDeque::new(),
+                cap: cfg.queue.max(1),
+                overflow_max: cfg.overflow,
+                closed: false,
+            }),
+            Condvar::new(),
+        )));
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let overflow: Overflow = Arc::default();
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -89,12 +111,12 @@ impl ArchiveExecutor {
             stop: stop.clone(),
         };
         let archive = {
-            let (host, counters, overflow) = (host.clone(), counters.clone(), overflow.clone());
+            let (host, counters, waiting) = (host.clone(), counters.clone(), waiting.clone());
             let settings = cfg.settings.clone();
             spawn(
                 "archive",
                 Box::new(move || {
-                    let mut queue = IoQueue { rx, overflow };
+                    let mut queue = IoQueue(waiting);
                     let mut w = Worker::new(host, settings, &counters);
                     pollster::block_on(archiving(&mut w, &mut queue));
                 }),
@@ -112,9 +134,7 @@ impl ArchiveExecutor {
             )?
         };
         Ok(ArchiveExecutor {
-            tx,
-            overflow,
-            overflow_max: cfg.overflow,
+            waiting,
             counters,
             stop,
             threads: vec![archive, reinject],
@@ -125,6 +145,8 @@ impl ArchiveExecutor {
 impl Drop for ArchiveExecutor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.waiting.lock().closed = true;
+        self.waiting.0 .1.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -132,6 +154,12 @@ impl Drop for ArchiveExecutor {
 }
 
 impl Executor for ArchiveExecutor {
+    /// An archive effect only moves jobs onto the bounded queue (one short lock, which the
+    /// archiving thread also holds only to take a batch): the loop runs it itself.
+    fn runs_inline(&self, request: &EffectRequest) -> bool {
+        request.kind == ARCHIVE
+    }
+
     fn execute(&self, request: &EffectRequest) -> EffectResult {
         let jobs = match request.kind.as_str() {
             ARCHIVE => parse_records(&request.payload, now_ms()),
@@ -143,22 +171,24 @@ impl Executor for ArchiveExecutor {
             ));
         };
         let (mut queued, mut refused) = (0u64, 0u64);
-        for job in jobs {
-            match self.tx.try_send(job) {
-                Ok(()) => queued += 1,
-                // The queue is full: keep just the job's id (it stays in beanstalkd), to read it
-                // back from there once the queue has room, up to the overflow's bound.
-                Err(TrySendError::Full(job)) => {
-                    let mut overflow = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
-                    if overflow.len() < self.overflow_max {
-                        overflow.push_back(job.by_id());
-                        queued += 1;
-                    } else {
-                        refused += 1;
-                    }
+        {
+            let mut w = self.waiting.lock();
+            for job in jobs {
+                if w.whole.len() < w.cap {
+                    w.whole.push_back(job);
+                } else if w.by_id.len() < w.overflow_max {
+                    // The queue is full: keep just the job's id (it stays in beanstalkd), to
+                    // read it back from there once the queue has room.
+                    w.by_id.push_back(job.by_id());
+                } else {
+                    refused += 1;
+                    continue;
                 }
-                Err(TrySendError::Disconnected(_)) => refused += 1,
+                queued += 1;
             }
+        }
+        if queued > 0 {
+            self.waiting.0 .1.notify_one();
         }
         self.counters.queued.fetch_add(queued, Ordering::Relaxed);
         self.counters.refused.fetch_add(refused, Ordering::Relaxed);
@@ -172,26 +202,30 @@ impl Executor for ArchiveExecutor {
 }
 
 /// The archiving thread's end of the queue.
-struct IoQueue {
-    rx: Receiver<Job>,
-    overflow: Overflow,
-}
+struct IoQueue(Shared);
 
 impl Queue for IoQueue {
     async fn next(&mut self, max: usize) -> Option<Vec<Job>> {
-        let mut batch: Vec<Job> = self.rx.try_iter().take(max).collect();
-        // The queue is drained: jobs it had no room for, read back from beanstalkd.
-        if batch.is_empty() {
-            let mut o = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
-            let n = o.len().min(max);
-            batch.extend(o.drain(..n));
+        let mut w = self.0.lock();
+        if w.whole.is_empty() && w.by_id.is_empty() && !w.closed {
+            w = self
+                .0
+                 .0
+                 .1
+                .wait_timeout(w, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        if w.closed {
+            return None;
+        }
+        // Whole jobs first; the queue drained, jobs it had no room for, read back from
+        // beanstalkd.
+        let n = w.whole.len().min(max);
+        let mut batch: Vec<Job> = w.whole.drain(..n).collect();
         if batch.is_empty() {
-            match self.rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
+            let n = w.by_id.len().min(max);
+            batch.extend(w.by_id.drain(..n));
         }
         Some(batch)
     }

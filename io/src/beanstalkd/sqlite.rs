@@ -71,16 +71,35 @@ impl Sqlite {
         })
     }
 
+    /// Runs `sql` (with `row_id BETWEEN ?1 AND ?2`) once per run of consecutive row ids in
+    /// `rows`, in one transaction: a batch's rows were inserted together, so usually once.
     fn set_state(&mut self, rows: &[i64], sql: &str) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
         let tx = self.db.transaction().map_err(err)?;
         {
             let mut stmt = tx.prepare_cached(sql).map_err(err)?;
-            for row in rows {
-                stmt.execute(params![row]).map_err(err)?;
+            for (first, last) in runs(&sorted) {
+                stmt.execute(params![first, last]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)
     }
+}
+
+/// The runs of consecutive values in sorted `rows`, as (first, last).
+fn runs(rows: &[i64]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &r in rows {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == r || *last == r => *last = r,
+            _ => out.push((r, r)),
+        }
+    }
+    out
 }
 
 const COLUMNS: &str = "row_id, tube, pri, ttr, due_ms, body, server_id, server_instance, state";
@@ -117,18 +136,21 @@ impl Store for Sqlite {
     fn mark_archived(&mut self, rows: &[i64]) -> Result<(), StoreError> {
         self.set_state(
             rows,
-            "UPDATE fanout_jobs SET state = 'archived' WHERE row_id = ?1",
+            "UPDATE fanout_jobs SET state = 'archived' WHERE row_id BETWEEN ?1 AND ?2",
         )
     }
 
     fn remove(&mut self, rows: &[i64]) -> Result<(), StoreError> {
-        self.set_state(rows, "DELETE FROM fanout_jobs WHERE row_id = ?1")
+        self.set_state(
+            rows,
+            "DELETE FROM fanout_jobs WHERE row_id BETWEEN ?1 AND ?2",
+        )
     }
 
     fn discard_pending(&mut self, rows: &[i64]) -> Result<(), StoreError> {
         self.set_state(
             rows,
-            "DELETE FROM fanout_jobs WHERE row_id = ?1 AND state = 'pending'",
+            "DELETE FROM fanout_jobs WHERE row_id BETWEEN ?1 AND ?2 AND state = 'pending'",
         )
     }
 
@@ -214,5 +236,18 @@ impl Store for Sqlite {
                 &[&now_ms],
             )?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_fold_into_runs_of_consecutive_ids() {
+        assert_eq!(super::runs(&[]), []);
+        assert_eq!(
+            super::runs(&[3, 4, 5, 9, 11, 12]),
+            [(3, 5), (9, 9), (11, 12)]
+        );
+        assert_eq!(super::runs(&[7, 7, 8]), [(7, 8)]);
     }
 }
