@@ -116,6 +116,7 @@ impl ArchiveExecutor {
             spawn(
                 "archive",
                 Box::new(move || {
+                    background();
                     let mut queue = IoQueue(waiting);
                     let mut w = Worker::new(host, settings, &counters);
                     pollster::block_on(archiving(&mut w, &mut queue));
@@ -197,6 +198,27 @@ impl Executor for ArchiveExecutor {
             _ => Err(EffectError::Unavailable(
                 format!("archive queue full: {refused} jobs left in beanstalkd").into(),
             )),
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): archiving is background work
+/// that catches up when the traffic leaves CPU to spare, never work the puts wait behind. (On
+/// Linux a thread has its own nice value; elsewhere this is a no-op.)
+fn background() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on failure the
+        // thread simply keeps its priority.
+        let r = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if r != 0 {
+            tracing::debug!(
+                "archiving keeps its priority: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
