@@ -32,4 +32,17 @@ pub use run::{repro, run, RunResult};
 
 /// Seeds per scenario that `cargo test` and `fanout-sim mutants` run by default.
 pub const DEFAULT_SEEDS: u64 = 8;
+
+/// The seeds a `cargo test` of the simulator runs: exactly `SIM_SEED` when set, else
+/// `0..SIM_SEEDS` (default [`DEFAULT_SEEDS`]).
+pub fn test_seeds() -> Vec<u64> {
+    if let Ok(one) = std::env::var("SIM_SEED") {
+        return vec![one.parse().expect("SIM_SEED is a number")];
+    }
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .map(|n| n.parse().expect("SIM_SEEDS is a number"))
+        .unwrap_or(DEFAULT_SEEDS);
+    (0..n).collect()
+}
 pub use scenario::Scenario;

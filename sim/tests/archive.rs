@@ -3,21 +3,9 @@
 //! failure names the seed, the oracle, and the commands that reproduce it.
 
 use fanout_sim::archive::{repro, run, ArchiveScenario};
-use fanout_sim::DEFAULT_SEEDS;
-
-fn seeds() -> Vec<u64> {
-    if let Ok(one) = std::env::var("SIM_SEED") {
-        return vec![one.parse().expect("SIM_SEED is a number")];
-    }
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .map(|n| n.parse().expect("SIM_SEEDS is a number"))
-        .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
-}
 
 fn check(scenario: ArchiveScenario, test: &str) {
-    let failures: Vec<String> = seeds()
+    let failures: Vec<String> = fanout_sim::test_seeds()
         .into_iter()
         .filter_map(|seed| {
             let r = run(scenario, seed);

@@ -1,21 +1,10 @@
 //! The simulation suite: a fixed set of seeds per scenario (`SIM_SEEDS=N` runs more; `SIM_SEED=N`
 //! runs exactly one). A failure names the seed, the property and the command that reproduces it.
 
-use fanout_sim::{repro, run, Scenario, DEFAULT_SEEDS};
-
-fn seeds() -> Vec<u64> {
-    if let Ok(one) = std::env::var("SIM_SEED") {
-        return vec![one.parse().expect("SIM_SEED is a number")];
-    }
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .map(|n| n.parse().expect("SIM_SEEDS is a number"))
-        .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
-}
+use fanout_sim::{repro, run, Scenario};
 
 fn check(scenario: Scenario) {
-    let failures: Vec<String> = seeds()
+    let failures: Vec<String> = fanout_sim::test_seeds()
         .into_iter()
         .filter_map(|seed| {
             let r = run(scenario, seed);

@@ -371,17 +371,25 @@ impl<'c, H: Host> Worker<'c, H> {
         Ok(())
     }
 
+    /// Removes the rows put back into beanstalkd. They stay listed until the store confirms, so
+    /// a failed removal is retried before the next claim, never put back twice.
+    async fn remove_put_back(&mut self) -> Result<(), Trouble> {
+        if self.put_back.is_empty() {
+            return Ok(());
+        }
+        let rows = self.put_back.clone();
+        self.store()
+            .await?
+            .remove(&rows)
+            .await
+            .map_err(Trouble::Store)?;
+        self.put_back.clear();
+        Ok(())
+    }
+
     /// Puts one claimed batch of due rows back; how many.
     async fn reinject_due(&mut self) -> Result<usize, Trouble> {
-        if !self.put_back.is_empty() {
-            let rows = self.put_back.clone();
-            self.store()
-                .await?
-                .remove(&rows)
-                .await
-                .map_err(Trouble::Store)?;
-            self.put_back.clear();
-        }
+        self.remove_put_back().await?;
         let now = self.host.now_ms();
         let s = self.settings.clone();
         let rows = self
@@ -426,15 +434,8 @@ impl<'c, H: Host> Worker<'c, H> {
             .reinjected
             .fetch_add(n as u64, Ordering::Relaxed);
         if !done.is_empty() && !mutant!(s, ReinjectKeepsRows) {
-            // Kept until removed: a failed removal is retried before the next claim.
             self.put_back = done;
-            let rows = self.put_back.clone();
-            self.store()
-                .await?
-                .remove(&rows)
-                .await
-                .map_err(Trouble::Store)?;
-            self.put_back.clear();
+            self.remove_put_back().await?;
         }
         match trouble {
             Some(t) => Err(t),
