@@ -129,6 +129,24 @@ impl<I: Interceptor> Engine<I> {
         }
     }
 
+    /// Where the driver may move bytes read from `sock` without handing them to the engine
+    /// (`splice(2)` in the io driver), reporting them with `Event::Spliced` instead of
+    /// `Event::Read`: the one socket those bytes would reach unchanged, or `None`.
+    ///
+    /// Granted only when handing the bytes over could not make a difference: the session has one
+    /// backend, its primary, relayed both ways past every hook (relay, not duplex), no analysis
+    /// (no report, so no digest), nothing held or behind an effect, the source not at EOF, and the
+    /// destination open, not shut down and with nothing unflushed (so spliced bytes cannot
+    /// overtake bytes the engine handed over). A grant holds until the next `handle`: ask before
+    /// each splice. Backpressure is the driver's: the pipe fills and the source is not read.
+    pub fn splice_route(&self, sock: SockId) -> Option<SockId> {
+        let to = self.sessions.get(&sock.conn)?.splice_route(sock.peer)?;
+        Some(SockId {
+            conn: sock.conn,
+            peer: to,
+        })
+    }
+
     /// Unflushed bytes per open socket, in `SockId` order (for invariant checks and metrics).
     pub fn unflushed(&self) -> impl Iterator<Item = (SockId, u64)> + '_ {
         self.sessions.values().flat_map(Session::unflushed)
@@ -190,6 +208,9 @@ impl<I: Interceptor> Engine<I> {
             }
             Event::Failed { sock, reason } => self.route(now, sock, |s, hooks, ctx| {
                 s.on_failed(sock.peer, reason, hooks, ctx)
+            }),
+            Event::Spliced { sock, bytes } => self.route(now, sock, |s, _, ctx| {
+                s.on_spliced(sock.peer, bytes, ctx);
             }),
             Event::Timeout => self.expire(now),
             Event::Drain => self.start_drain(now),

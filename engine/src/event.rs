@@ -34,6 +34,12 @@ pub enum Event {
     /// The effect asked for with `Command::Effect` finished (or the executor gave up on it).
     /// A result for an effect the engine no longer waits for (timed out, session gone) is ignored.
     EffectDone { id: EffectId, result: EffectResult },
+    /// The driver moved `bytes` read from `sock` straight to the one socket
+    /// [`Engine::splice_route`](crate::Engine::splice_route) named for it, without handing them
+    /// to the engine (`splice(2)` through a pipe). Only under that grant, asked for just before;
+    /// the bytes have reached the destination's kernel buffer. The engine counts them as moved
+    /// (activity for the idle timeout, the report's counters) and routes nothing.
+    Spliced { sock: SockId, bytes: u64 },
 }
 
 /// Why a socket failed. Variants are only ever appended (captures store the index).

@@ -322,6 +322,57 @@ impl<S> Session<S> {
         }
     }
 
+    /// See [`Engine::splice_route`](crate::Engine::splice_route).
+    pub(crate) fn splice_route(&self, from: Peer) -> Option<Peer> {
+        let core = &self.core;
+        let [leg] = core.legs.as_slice() else {
+            return None;
+        };
+        let plain = core.primary == Some(leg.id)
+            && leg.role == Role::Primary
+            && leg.relay_client
+            && leg.relay_server
+            && !core.analyse
+            && core.held.is_empty()
+            && core.gates.is_empty()
+            && core.misuse.is_none()
+            && leg.side.is_open()
+            && core.client.is_open();
+        if !plain {
+            return None;
+        }
+        let (source, dest, to) = match from {
+            Peer::Client => (&core.client, &leg.side, Peer::Backend(leg.id)),
+            Peer::Backend(_) => (&leg.side, &core.client, Peer::Client),
+        };
+        let clear =
+            !source.eof && !source.paused && dest.fin == Fin::NotWanted && dest.backlog() == 0;
+        clear.then_some(to)
+    }
+
+    /// The driver spliced `bytes` read from `from` under a grant of [`Self::splice_route`]: they
+    /// count as moved (activity, the leg's counters), and nothing is routed.
+    pub(crate) fn on_spliced(&mut self, from: Peer, bytes: u64, ctx: &mut Ctx) {
+        if bytes == 0 || self.splice_route(from).is_none() {
+            return; // no grant: a stale event, or a driver bug the contract checker names
+        }
+        let core = &mut self.core;
+        core.last_activity = ctx.now;
+        let Some(leg) = core.legs.first_mut() else {
+            return;
+        };
+        match from {
+            Peer::Client => {
+                core.first_client_byte.get_or_insert(ctx.now);
+                leg.sent += bytes;
+            }
+            Peer::Backend(_) => {
+                let len = usize::try_from(bytes).unwrap_or(usize::MAX);
+                leg.note_read(len, ctx.now);
+            }
+        }
+    }
+
     pub(crate) fn on_flushed(&mut self, peer: Peer, bytes: u64, ctx: &mut Ctx) {
         let core = &mut self.core;
         core.last_activity = ctx.now;

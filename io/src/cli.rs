@@ -32,6 +32,7 @@ use crate::config_file::{duration, size, FileConfig};
 use crate::effects::PoolConfig;
 use crate::error::Error;
 use crate::host::HostArgs;
+use crate::splice::SpliceMode;
 use crate::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
 use fanout_engine::Config;
@@ -285,6 +286,12 @@ pub struct Common {
     /// unix: backends ignore it.
     #[arg(long, value_name = "IP", value_parser = addr::parse_source)]
     pub bind_source: Option<IpAddr>,
+    /// How a relay moves bulk bytes: `auto` splices (splice(2) through a pipe, no copy into the
+    /// proxy) once a connection shows a bulk transfer, `always` from the first byte, `never`
+    /// reads everything into memory. Only a relay to one TCP backend without --capture or a
+    /// report splices; duplex always reads [default: auto].
+    #[arg(long, value_name = "WHEN", value_enum)]
+    pub splice: Option<SpliceMode>,
     /// TOML file with the same keys as the flags (kebab-case); flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -316,6 +323,8 @@ pub struct Settings {
     pub capture_flush: Duration,
     /// `--bind-source`: backend TCP connects come from this address.
     pub bind_source: Option<IpAddr>,
+    /// `--splice`: when a relay moves bytes kernel-side.
+    pub splice: SpliceMode,
     /// The effect pool's size (host programs: `--effect-workers`, `--effect-queue`).
     pub effects: PoolConfig,
 }
@@ -737,6 +746,7 @@ fn finish(
         capture_max_size,
         capture_flush,
         bind_source,
+        splice: cm.splice.or(f.splice).unwrap_or_default(),
         effects: PoolConfig::default(),
     })
 }

@@ -50,6 +50,7 @@ pub(crate) struct FileConfig {
     pub capture_max_size: Option<Scalar>,
     pub capture_flush: Option<String>,
     pub bind_source: Option<String>,
+    pub splice: Option<crate::splice::SpliceMode>,
     pub effect_workers: Option<usize>,
     pub effect_queue: Option<usize>,
     pub strategy: Option<String>,

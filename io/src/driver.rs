@@ -26,6 +26,7 @@ use crate::effects::{Lane, Pool};
 use crate::report::ReportSink;
 use crate::slots::Lease;
 use crate::sockets::{Sock, Sockets};
+use crate::splice::{Filled, Pipe, SpliceMode, AUTO_AFTER};
 use crate::stream::{connect_failure, io_failure, is_out_of_resources, Stream};
 use crate::writeq::Stop;
 use bytes::{Bytes, BytesMut};
@@ -69,6 +70,8 @@ pub(crate) struct Driver<I: Interceptor> {
     backends: Arc<[Backend]>,
     /// `--bind-source`: TCP connects to backends bind to this address first.
     bind_source: Option<IpAddr>,
+    /// `--splice` (`Never` while capturing: a capture must see every byte).
+    splice: SpliceMode,
     /// The effect pool, when the program has an executor.
     effects: Option<Lane>,
     socks: Sockets,
@@ -92,6 +95,16 @@ pub(crate) struct Driver<I: Interceptor> {
     /// A second drain request ended the drain before the engine was drained.
     cut_short: bool,
     done: bool,
+}
+
+/// What a splice attempt left for the read loop to do.
+enum Spliced {
+    /// Bytes went through; try again.
+    More,
+    /// Nothing more now (would block, EOF, waiting on the destination, or failed).
+    Stop,
+    /// No splice possible here: read into memory instead.
+    Copy,
 }
 
 /// How a loop ended.
@@ -133,6 +146,8 @@ impl<I: Interceptor> std::fmt::Debug for Driver<I> {
 pub(crate) struct Upstreams {
     pub(crate) table: Arc<[Backend]>,
     pub(crate) bind_source: Option<IpAddr>,
+    /// How bytes between a client and its backend may move (`--splice`).
+    pub(crate) splice: SpliceMode,
 }
 
 /// What starts work on a loop: its listener, its share of the connection limit, and the reading
@@ -178,6 +193,11 @@ impl<I: Interceptor> Driver<I> {
             drain_rx,
             backends: upstreams.table,
             bind_source: upstreams.bind_source,
+            splice: if recorder.is_some() {
+                SpliceMode::Never
+            } else {
+                upstreams.splice
+            },
             effects,
             socks: Sockets::default(),
             buf: BytesMut::with_capacity(READ_BLOCK),
@@ -411,7 +431,7 @@ impl<I: Interceptor> Driver<I> {
                 return;
             }
         };
-        let token = self.socks.insert(Sock::new(sock, stream, true));
+        let token = self.socks.insert(self.new_sock(sock, stream, true));
         let s = self.socks.get_mut(token).expect("just inserted");
         if let Err(e) = self.poll.registry().register(
             &mut s.stream,
@@ -460,7 +480,7 @@ impl<I: Interceptor> Driver<I> {
         };
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             s.write_blocked = false;
-            if !s.queue.is_empty() {
+            if !s.queue.is_empty() || s.fed_by.is_some() {
                 self.flush(token);
                 self.pump();
             }
@@ -485,6 +505,18 @@ impl<I: Interceptor> Driver<I> {
             if !s.wants_read() {
                 return;
             }
+            if s.splicing {
+                if let Some(to) = self.engine.splice_route(s.id) {
+                    match self.splice_some(token, to) {
+                        Spliced::More => continue,
+                        Spliced::Stop => return,
+                        Spliced::Copy => {}
+                    }
+                }
+            }
+            let Some(s) = self.socks.get_mut(token) else {
+                return;
+            };
             if self.buf.capacity() < MIN_READ {
                 // Reclaims the block if every `Bytes` split off it is gone; else a new block.
                 self.buf.reserve(READ_BLOCK);
@@ -507,6 +539,9 @@ impl<I: Interceptor> Driver<I> {
                         // new data brings a new event, so skip the read that would block. Not
                         // after a FIN: its edge came with this data and will not come again.
                         s.readable = false;
+                    }
+                    if n >= AUTO_AFTER && self.splice == SpliceMode::Auto {
+                        s.splicing = s.stream.tcp_fd().is_some();
                     }
                     let sock = s.id;
                     let data = self.buf.split().freeze();
@@ -555,8 +590,12 @@ impl<I: Interceptor> Driver<I> {
         }
     }
 
-    /// Writes what `token` has queued; the outcome goes to `pending`.
+    /// Writes what `token` has queued, after what a pipe feeding it holds; the outcome goes to
+    /// `pending`.
     fn flush(&mut self, token: Token) {
+        if !self.drain_pipe_into(token) {
+            return;
+        }
         let Some(s) = self.socks.get_mut(token) else {
             return;
         };
@@ -584,6 +623,146 @@ impl<I: Interceptor> Driver<I> {
                 });
             }
         }
+    }
+
+    // ---- splicing -----------------------------------------------------------------------
+
+    /// A socket as the driver keeps it; with `--splice always` a TCP socket splices from its
+    /// first byte.
+    fn new_sock(&self, id: SockId, stream: Stream, connecting: bool) -> Sock {
+        let mut s = Sock::new(id, stream, connecting);
+        s.splicing = self.splice == SpliceMode::Always && s.stream.tcp_fd().is_some();
+        s
+    }
+
+    /// One splice of `token`'s bytes towards `to`, which the engine just granted: into the
+    /// socket's pipe, then on into `to`. What reached `to` goes to the engine as
+    /// `Event::Spliced`; an EOF as `ReadClosed`, which (the pipe being empty whenever it is
+    /// filled) can never overtake spliced bytes.
+    fn splice_some(&mut self, token: Token, to: SockId) -> Spliced {
+        let Some(dest) = self.socks.token(to) else {
+            return Spliced::Copy;
+        };
+        match self.socks.get_mut(dest) {
+            // The destination's own queue goes first.
+            Some(d) if d.queue.is_empty() && d.stream.tcp_fd().is_some() => {}
+            _ => return Spliced::Copy,
+        }
+        let Some(s) = self.socks.get_mut(token) else {
+            return Spliced::Stop;
+        };
+        let Some(from) = s.stream.tcp_fd() else {
+            return Spliced::Copy;
+        };
+        if s.pipe.as_ref().is_some_and(|p| p.held() > 0) {
+            // `to` has not taken the last fill; its drain puts this socket back on the ready list.
+            return Spliced::Stop;
+        }
+        if s.pipe.is_none() {
+            match Pipe::new() {
+                Ok(p) => {
+                    tracing::debug!("{}: splicing to {to}", s.id);
+                    s.pipe = Some(p);
+                }
+                Err(e) => {
+                    tracing::debug!("{}: no pipe ({e}): copying instead", s.id);
+                    s.splicing = false;
+                    return Spliced::Copy;
+                }
+            }
+        }
+        let sock = s.id;
+        let filled = s.pipe.as_mut().map(|p| p.fill(from));
+        match filled {
+            Some(Ok(Filled::Bytes(_))) => {}
+            Some(Ok(Filled::WouldBlock)) | None => {
+                s.readable = false;
+                return Spliced::Stop;
+            }
+            Some(Ok(Filled::Eof)) => {
+                s.read_closed = true;
+                s.readable = false;
+                self.dispatch(Event::ReadClosed { sock });
+                return Spliced::Stop;
+            }
+            Some(Err(e)) => {
+                tracing::debug!("{sock}: splice read failed: {e}");
+                self.socks.remove(token);
+                self.dispatch(Event::Failed {
+                    sock,
+                    reason: io_failure(&e),
+                });
+                return Spliced::Stop;
+            }
+        }
+        if let Some(d) = self.socks.get_mut(dest) {
+            d.fed_by = Some(token);
+        }
+        let emptied = self.drain_pipe_into(dest);
+        self.pump();
+        if emptied {
+            Spliced::More
+        } else {
+            Spliced::Stop
+        }
+    }
+
+    /// Moves what the pipe feeding `dest` holds into it. True when no pipe holds bytes for
+    /// `dest` any more (its own queue may be written); false while they wait for it to drain,
+    /// or when it failed. Bytes moved go to `pending` as `Event::Spliced`, a failure as `Failed`.
+    fn drain_pipe_into(&mut self, dest: Token) -> bool {
+        let Some(d) = self.socks.get_mut(dest) else {
+            return false;
+        };
+        let Some(source) = d.fed_by else {
+            return true;
+        };
+        if d.write_blocked {
+            return false;
+        }
+        let (to, dest_id) = (d.stream.tcp_fd(), d.id);
+        let Some(s) = self.socks.get_mut(source) else {
+            // The source is gone and its pipe with it.
+            if let Some(d) = self.socks.get_mut(dest) {
+                d.fed_by = None;
+            }
+            return true;
+        };
+        let (Some(to), Some(pipe)) = (to, s.pipe.as_mut()) else {
+            return true;
+        };
+        let sock = s.id;
+        let moved = match pipe.drain(to) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("{dest_id}: splice write failed: {e}");
+                self.socks.remove(dest);
+                self.pending.push_back(Event::Failed {
+                    sock: dest_id,
+                    reason: io_failure(&e),
+                });
+                return false;
+            }
+        };
+        let emptied = pipe.held() == 0;
+        if moved > 0 {
+            self.pending.push_back(Event::Spliced {
+                sock,
+                bytes: moved as u64,
+            });
+        }
+        if emptied && s.wants_read() && !s.queued {
+            s.queued = true;
+            self.ready.push_back(source);
+        }
+        if let Some(d) = self.socks.get_mut(dest) {
+            if emptied {
+                d.fed_by = None;
+            } else {
+                d.write_blocked = true;
+            }
+        }
+        emptied
     }
 
     /// Gives every socket on the ready list (as it is now) another turn.
@@ -638,9 +817,8 @@ impl<I: Interceptor> Driver<I> {
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     let sock = SockId::client(conn);
-                    let token = self
-                        .socks
-                        .insert(Sock::new(sock, Stream::Tcp(stream), false));
+                    let new = self.new_sock(sock, Stream::Tcp(stream), false);
+                    let token = self.socks.insert(new);
                     let s = self.socks.get_mut(token).expect("just inserted");
                     if let Err(e) = self.poll.registry().register(
                         &mut s.stream,

@@ -28,6 +28,7 @@
 //! | `sockets` | token <-> slot <-> `SockId` table with generation-checked tokens |
 //! | `stream` | a TCP or unix socket, connects (from `--bind-source`); errno -> engine `Failure` |
 //! | `writeq` | a socket's queue of `Bytes`, written with `send`/`writev` |
+//! | [`splice`] | `--splice`: a relay's bulk bytes moved kernel-side through a pipe (`splice(2)`), where the engine grants it |
 //! | `clock` | engine `Instant`s from one startup epoch |
 //! | `capture` | `--capture`: the `Recorder` every engine input and output passes through, and its writer thread (`capture/writer.rs`) |
 //! | [`tools`] | `fanout capture inspect` and `replay --engine` (the built-in or a program's interceptor) |
@@ -69,6 +70,7 @@ pub mod report;
 mod signals;
 mod slots;
 mod sockets;
+pub mod splice;
 mod stream;
 pub mod tools;
 pub mod units;

@@ -77,6 +77,7 @@ impl<I: Interceptor> Proxy<I> {
         let upstreams = Upstreams {
             table: settings.backends.clone().into(),
             bind_source: settings.bind_source,
+            splice: settings.splice,
         };
         let sink = ReportSink::open(
             settings.report.as_deref(),

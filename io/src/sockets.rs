@@ -4,6 +4,7 @@
 //! bits, so an event still queued for a socket that was closed (and whose slot was reused) in the
 //! same poll round finds nothing instead of the wrong socket.
 
+use crate::splice::Pipe;
 use crate::stream::Stream;
 use crate::writeq::WriteQueue;
 use fanout_engine::SockId;
@@ -35,6 +36,13 @@ pub(crate) struct Sock {
     /// Listed in the driver's dirty list (to flush after the current command batch).
     pub dirty: bool,
     pub queue: WriteQueue,
+    /// `--splice`: this socket's bytes go by `splice(2)` whenever the engine grants it.
+    pub splicing: bool,
+    /// The pipe carrying this socket's spliced bytes (made at its first splice).
+    pub pipe: Option<Pipe>,
+    /// The socket whose pipe feeds this one and holds bytes it has not taken: they go before
+    /// anything in `queue`.
+    pub fed_by: Option<Token>,
 }
 
 impl Sock {
@@ -51,6 +59,9 @@ impl Sock {
             queued: false,
             dirty: false,
             queue: WriteQueue::default(),
+            splicing: false,
+            pipe: None,
+            fed_by: None,
         }
     }
 

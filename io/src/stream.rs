@@ -65,6 +65,16 @@ impl Stream {
         }
     }
 
+    /// The descriptor of a TCP socket (what `splice(2)` moves bytes between); `None` for unix
+    /// sockets, which the relay never splices.
+    pub(crate) fn tcp_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => Some(s.as_raw_fd()),
+            Stream::Unix(_) => None,
+        }
+    }
+
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),

@@ -471,6 +471,7 @@ impl Summary {
                     }
                     Event::ReadClosed { .. } => "read-closed",
                     Event::Flushed { .. } => "flushed",
+                    Event::Spliced { .. } => "spliced",
                     Event::Failed { .. } => "failed",
                     Event::Timeout => "timeout",
                     Event::Drain => "drain",

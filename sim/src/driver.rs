@@ -433,6 +433,7 @@ fn sock_of(event: &Event) -> Option<SockId> {
         | Event::Read { sock, .. }
         | Event::ReadClosed { sock }
         | Event::Flushed { sock, .. }
+        | Event::Spliced { sock, .. }
         | Event::Failed { sock, .. } => Some(*sock),
         Event::Accepted { .. } | Event::Timeout | Event::Drain | Event::EffectDone { .. } => None,
     }

@@ -35,4 +35,5 @@ mod quickstart;
 mod report;
 mod secondary_isolation;
 mod signals;
+mod splice;
 mod streaming;

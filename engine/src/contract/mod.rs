@@ -86,6 +86,10 @@ pub enum Rule {
     Effect,
     /// At the end: a socket left open, a session unreported, a drain unfinished.
     Leak,
+    /// `Spliced` from a socket that is not open, at EOF or paused, or into a destination that is
+    /// not open, shut down, or has bytes of the engine's unflushed (spliced bytes would overtake
+    /// them).
+    Splice,
 }
 
 /// A broken promise: which rule, and what happened in words.
@@ -402,6 +406,37 @@ impl Checker {
                 });
             }
             Event::EffectDone { .. } => {}
+            Event::Spliced { sock, bytes } => self.spliced(*sock, *bytes)?,
+        }
+        Ok(())
+    }
+
+    /// `bytes` moved from `sock` to the one socket a splice grant can name (a grant needs a
+    /// session with one backend: backend 0 for the client, the client for it): both counted as
+    /// if read and flushed.
+    fn spliced(&mut self, sock: SockId, bytes: u64) -> Result<(), Violation> {
+        let dest = match sock.peer {
+            Peer::Client => SockId::backend(sock.conn, BackendId(0)),
+            Peer::Backend(_) => SockId::client(sock.conn),
+        };
+        let from_ok = self
+            .sock(sock)
+            .is_some_and(|m| m.phase == Phase::Open && !m.read_closed && !m.paused);
+        let to_ok = self
+            .sock(dest)
+            .is_some_and(|m| m.phase == Phase::Open && m.queued == 0 && !m.shut);
+        if !from_ok || !to_ok {
+            return fail(
+                Rule::Splice,
+                format!("{bytes} bytes spliced from {sock} to {dest} without a grant"),
+            );
+        }
+        if let Some(m) = self.open_mut(sock) {
+            m.read += bytes;
+        }
+        if let Some(m) = self.open_mut(dest) {
+            m.written += bytes;
+            m.flushed += bytes;
         }
         Ok(())
     }

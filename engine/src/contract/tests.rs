@@ -576,3 +576,27 @@ fn a_refused_accept_need_not_be_reported() {
     .unwrap();
     r.checker.finish().unwrap();
 }
+
+#[test]
+fn a_splice_into_a_socket_with_bytes_queued_breaks_the_splice_rule() {
+    let mut r = Run::new(cfg());
+    r.open();
+    r.read(CLIENT, 10).unwrap(); // queued to the primary, not flushed
+    let spliced = Event::Spliced {
+        sock: CLIENT,
+        bytes: 5,
+    };
+    assert_eq!(rule_of(r.feed(at(3), spliced)), Rule::Splice);
+}
+
+#[test]
+fn a_splice_from_a_socket_at_eof_breaks_the_splice_rule() {
+    let mut r = Run::new(cfg());
+    r.open();
+    r.feed(at(2), Event::ReadClosed { sock: PRIMARY }).unwrap();
+    let spliced = Event::Spliced {
+        sock: PRIMARY,
+        bytes: 5,
+    };
+    assert_eq!(rule_of(r.feed(at(3), spliced)), Rule::Splice);
+}

@@ -463,7 +463,7 @@ impl Model for Spec {
             }
             Event::Read { sock, data } => self.read(*sock, data, &mut calls, socks),
             Event::ReadClosed { sock } => self.read_closed(*sock, &mut calls, socks),
-            Event::Flushed { .. } | Event::Drain => {}
+            Event::Flushed { .. } | Event::Spliced { .. } | Event::Drain => {}
             Event::Failed { sock, reason } => self.failed(*sock, *reason, &mut calls, socks),
             Event::Timeout => self.timeout(&mut calls, socks),
             Event::EffectDone { id, result } => self.effect_done(*id, result, &mut calls, socks),
