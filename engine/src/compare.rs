@@ -130,7 +130,13 @@ impl Comparison {
                 break;
             };
             let n = front.len().min(theirs.len());
-            if let Some(i) = (0..n).find(|&i| front[i] != theirs[i]) {
+            // Whole slices first (memcmp); the position only once they differ.
+            if front[..n] != theirs[..n] {
+                let i = front
+                    .iter()
+                    .zip(theirs.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 *self = Comparison::DiffersAt(*offset + i as u64);
                 return;
             }

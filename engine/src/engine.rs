@@ -261,13 +261,14 @@ impl<I: Interceptor> Engine<I> {
         let (mut ctx, sessions, hooks) = self.ctx(now);
         let mut session = Session::open(conn, client, hooks, &mut ctx);
         session.settle(&mut ctx);
+        let (client_closed, finished) = (!session.client_open(), session.is_finished());
         sessions.insert(conn, session);
         self.open_clients += 1;
         if self.open_clients >= max && !self.accept_paused {
             self.accept_paused = true;
             self.out.push_back(Command::PauseAccept);
         }
-        self.after(conn, true);
+        self.after(conn, client_closed, finished);
     }
 
     /// Runs `f` on the session owning `sock`, then settles it. Events for unknown sockets are
@@ -285,16 +286,15 @@ impl<I: Interceptor> Engine<I> {
         let client_was_open = session.client_open();
         f(session, hooks, &mut ctx);
         session.settle(&mut ctx);
-        self.after(sock.conn, client_was_open);
+        let client_closed = client_was_open && !session.client_open();
+        let finished = session.is_finished();
+        self.after(sock.conn, client_closed, finished);
     }
 
-    /// Bookkeeping after a session changed: the client count, the accept gate, and dropping a
-    /// finished session with its report.
-    fn after(&mut self, conn: ConnId, client_was_open: bool) {
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return;
-        };
-        if client_was_open && !session.client_open() {
+    /// Bookkeeping after a session changed (found once, by the caller, who says what changed):
+    /// the client count, the accept gate, and dropping a finished session with its report.
+    fn after(&mut self, conn: ConnId, client_closed: bool, finished: bool) {
+        if client_closed {
             self.open_clients -= 1;
             if self.accept_paused
                 && self.drain == Drain::Running
@@ -304,8 +304,10 @@ impl<I: Interceptor> Engine<I> {
                 self.out.push_back(Command::ResumeAccept);
             }
         }
-        if session.is_finished() {
-            let mut session = self.sessions.remove(&conn).expect("present");
+        if finished {
+            let Some(mut session) = self.sessions.remove(&conn) else {
+                return;
+            };
             session.cancel_timers(&mut self.timers, &mut self.effects);
             // Every leg is closed, so it holds nothing; only a deliberate bug leaves bytes here.
             let left = session.secondary_unflushed();

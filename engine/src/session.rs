@@ -102,7 +102,8 @@ impl<S> Session<S> {
             last_activity: ctx.now,
             idle_timer: None,
             client: Side::new(SockState::Open),
-            legs: Vec::new(),
+            // relay and duplex open exactly this many; an interceptor opening more grows it.
+            legs: Vec::with_capacity(1 + usize::from(ctx.cfg.secondaries)),
             primary: None,
             tail: PrimaryTail::default(),
             analyse: ctx.cfg.reports || ctx.cfg.secondaries > 0,
