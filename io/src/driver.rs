@@ -330,9 +330,14 @@ impl<I: Interceptor> Driver<I> {
                 }
             }
             Command::Shutdown { sock } => {
-                if let Some((_, s)) = self.socks.by_id(sock) {
-                    if let Err(e) = s.stream.shutdown_write() {
-                        tracing::debug!("{sock}: shutdown: {e}");
+                // After this drain's writes (the engine shuts down only a socket with nothing
+                // unflushed, so there are none before it), and not at all if a `Close` in the
+                // same drain drops the socket: closing sends the FIN then, one syscall fewer.
+                if let Some((token, s)) = self.socks.by_id(sock) {
+                    s.shut_pending = true;
+                    if !s.dirty {
+                        s.dirty = true;
+                        self.dirty.push(token);
                     }
                 }
             }
@@ -456,7 +461,14 @@ impl<I: Interceptor> Driver<I> {
             return; // closed earlier in this round
         };
         if s.connecting {
-            match s.stream.connect_result() {
+            // Writable with no error or hang-up is a finished connect: no syscall to ask.
+            let plain = ev.is_writable() && !ev.is_error() && !ev.is_write_closed();
+            let result = if plain {
+                Ok(true)
+            } else {
+                s.stream.connect_result()
+            };
+            match result {
                 Ok(false) => return,
                 Ok(true) => {
                     s.connecting = false;
@@ -599,6 +611,12 @@ impl<I: Interceptor> Driver<I> {
         let Some(s) = self.socks.get_mut(token) else {
             return;
         };
+        if s.shut_pending && s.queue.is_empty() {
+            s.shut_pending = false;
+            if let Err(e) = s.stream.shutdown_write() {
+                tracing::debug!("{}: shutdown: {e}", s.id);
+            }
+        }
         if s.write_blocked || s.queue.is_empty() {
             return;
         }
@@ -811,9 +829,7 @@ impl<I: Interceptor> Driver<I> {
             match listener.accept() {
                 Ok((stream, addr)) => {
                     self.accept.backoff = Duration::ZERO;
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!("accepted {addr}: cannot set TCP_NODELAY: {e}");
-                    }
+                    // TCP_NODELAY comes from the listener (listener.rs).
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     let sock = SockId::client(conn);

@@ -31,6 +31,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
         socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit it (Linux clones the listener's options): no setsockopt per
+    // accept. The proxy forwards what it reads at once; Nagle's delay would only hold it back.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(TcpListener::from_std(socket.into()))
@@ -39,6 +42,23 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_sockets_come_with_nodelay_set() {
+        let ls = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let addr = ls[0].local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match ls[0].accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[test]
     fn port_zero_with_several_loops_shares_one_port() {

@@ -36,6 +36,8 @@ pub(crate) struct Sock {
     /// Listed in the driver's dirty list (to flush after the current command batch).
     pub dirty: bool,
     pub queue: WriteQueue,
+    /// The engine said `Shutdown`; carried out when this drain's writes are flushed.
+    pub shut_pending: bool,
     /// `--splice`: this socket's bytes go by `splice(2)` whenever the engine grants it.
     pub splicing: bool,
     /// The pipe carrying this socket's spliced bytes (made at its first splice).
@@ -59,6 +61,7 @@ impl Sock {
             queued: false,
             dirty: false,
             queue: WriteQueue::default(),
+            shut_pending: false,
             splicing: false,
             pipe: None,
             fed_by: None,
