@@ -30,12 +30,12 @@
 //!    [`Event::EffectDone`]. The engine times the wait out itself ([`Config::effect_timeout`]).
 //!
 //! 5. **Splicing** — a driver that can move bytes between sockets without reading them (io:
-   `splice(2)`) asks [`Engine::splice_route`] before each move; where the engine names a
-   destination (the bytes would reach it unchanged and nothing needs to see them), the driver
-   may move them and report [`Event::Spliced`] instead of [`Event::Read`]. Drivers that never
-   ask lose nothing.
-
-## The programmable layer
+//!    `splice(2)`) asks [`Engine::splice_route`] before each move; where the engine names a
+//!    destination (the bytes would reach it unchanged and nothing needs to see them), the driver
+//!    may move them and report [`Event::Spliced`] instead of [`Event::Read`]. Drivers that never
+//!    ask lose nothing.
+//!
+//! ## The programmable layer
 //!
 //! What happens to the bytes is decided by an [`Interceptor`] ([`intercept`] documents the call
 //! order and what it may do): it opens backends to upstreams, routes client bytes to all or some
