@@ -6,7 +6,7 @@
 # side by side for fanout and HAProxy. Writes bench/results/profile.md.
 #
 #   bench/profile.sh                      # relay and haproxy
-#   BENCH_TARGETS=relay,duplex,haproxy bench/profile.sh
+#   BENCH_TARGETS=relay,duplex,haproxy,nginx-stream bench/profile.sh
 #
 # Knobs: BENCH_PROFILE_DURATION (5s) per measurement, BENCH_CONNECTIONS (64), BENCH_THREADS (1),
 # BENCH_NEW_CONN (0; 1: a new connection per request),
@@ -23,14 +23,16 @@ BENCH_LARGE_MIB=${BENCH_LARGE_MIB:-1}    # the large file is not used here
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
-NEEDS_FANOUT=0
-if [[ " ${TARGET_LIST[*]} " =~ \ (relay|duplex)\  ]]; then NEEDS_FANOUT=1; fi
-prepare "$NEEDS_FANOUT"
+parse_targets "$TARGETS"
+need nginx nginx
+need wrk wrk
+need curl curl
+prepare
 if ! command -v perf >/dev/null && ! command -v strace >/dev/null; then
     die "neither perf nor strace is installed (apt-get install linux-perf strace)"
 fi
 make_workdir
+make_www
 start_backends
 
 WRK_ARGS=(-t "$THREADS" -c "$CONNECTIONS" -d "$DURATION") # a later -d overrides this one
