@@ -35,6 +35,9 @@ pub(crate) struct Core {
     pub(crate) tail: PrimaryTail,
     /// Whether digests and comparisons are kept at all (reports on).
     pub(crate) analyse: bool,
+    /// Each backend's response digest, by `BackendId`; empty unless `analyse` (a relay without
+    /// a report keeps none: an idle session is smaller by a digest's state per backend).
+    pub(crate) digests: Vec<Digest>,
     /// Bytes the interceptor put on hold.
     pub(crate) held: Vec<Bytes>,
     pub(crate) held_len: u64,
@@ -138,7 +141,6 @@ impl Core {
             sent: 0,
             received: 0,
             outcome: None,
-            digest: Digest::default(),
             // A secondary opened after the primary began answering cannot be compared from
             // the start: it is reported without a verdict.
             comparison: (how.role == Role::Secondary && self.primary_received() == 0)
@@ -164,6 +166,13 @@ impl Core {
             self.primary = Some(id);
         }
         self.legs.push(leg);
+        if self.analyse {
+            if self.digests.capacity() == 0 {
+                self.digests
+                    .reserve_exact(1 + usize::from(ctx.cfg.secondaries));
+            }
+            self.digests.resize_with(self.legs.len(), Digest::default);
+        }
         Ok(id)
     }
 
@@ -393,8 +402,9 @@ impl Core {
             return;
         }
         let is_primary = self.primary == Some(b);
-        let leg = &mut self.legs[usize::from(b.0)];
-        leg.digest.update(data);
+        if let Some(d) = self.digests.get_mut(usize::from(b.0)) {
+            d.update(data);
+        }
         if is_primary {
             if self.legs.iter().any(|l| l.comparison.is_some()) {
                 self.tail.push(data.clone());
@@ -405,7 +415,7 @@ impl Core {
                 }
                 self.trim_tail();
             }
-        } else if let Some(cmp) = &mut leg.comparison {
+        } else if let Some(cmp) = &mut self.legs[usize::from(b.0)].comparison {
             cmp.push(data.clone());
             cmp.advance(&self.tail, cfg.compare_window);
             self.trim_tail();
@@ -555,13 +565,20 @@ impl Core {
         worst
     }
 
+    /// Backend `b`'s response digest (that of nothing when no digest was kept).
+    fn digest_of(&self, b: BackendId) -> u64 {
+        self.digests
+            .get(usize::from(b.0))
+            .map_or_else(|| Digest::default().value(), Digest::value)
+    }
+
     pub(crate) fn report(&self) -> SessionReport {
         let origin = self.first_client_byte.unwrap_or(self.started);
         let since = |t: Option<Instant>| t.map(|t| t.saturating_since(origin));
         let primary = match self.primary {
             Some(p) => {
                 let leg = &self.legs[usize::from(p.0)];
-                (leg.received, leg.digest.value())
+                (leg.received, self.digest_of(p))
             }
             None => (0, Digest::default().value()),
         };
@@ -569,7 +586,7 @@ impl Core {
             .legs
             .iter()
             .map(|leg| {
-                let digest = leg.digest.value();
+                let digest = self.digest_of(leg.id);
                 let (matches_primary, first_difference) = match &leg.comparison {
                     None => (None, None),
                     Some(cmp) => {

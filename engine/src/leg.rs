@@ -1,6 +1,6 @@
 //! A backend's leg of a session: its socket, its role and routes, and what the report needs.
 
-use crate::compare::{Comparison, Digest};
+use crate::compare::Comparison;
 use crate::ids::{BackendId, ConnId, SockId, UpstreamId};
 use crate::report::{Outcome, Role};
 use crate::session::Ctx;
@@ -26,7 +26,6 @@ pub(crate) struct Leg {
     pub(crate) sent: u64,
     pub(crate) received: u64,
     pub(crate) outcome: Option<Outcome>,
-    pub(crate) digest: Digest,
     /// Secondaries only.
     pub(crate) comparison: Option<Comparison>,
 }

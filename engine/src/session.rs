@@ -107,6 +107,7 @@ impl<S> Session<S> {
             primary: None,
             tail: PrimaryTail::default(),
             analyse: ctx.cfg.reports || ctx.cfg.secondaries > 0,
+            digests: Vec::new(),
             held: Vec::new(),
             held_len: 0,
             gates: Gates::default(),
