@@ -50,6 +50,11 @@ impl PrimaryTail {
         self.end
     }
 
+    /// Bytes retained for comparisons.
+    pub(crate) fn retained(&self) -> u64 {
+        self.end - self.start
+    }
+
     /// The retained primary bytes from `offset` on, as a slice of the chunk holding `offset`.
     fn at(&self, offset: u64) -> Option<&[u8]> {
         let mut pos = self.start;
@@ -91,6 +96,10 @@ pub(crate) enum Comparison {
     /// A backlog passed the window after the responses were equal up to `equal_to`; only
     /// digests and lengths are compared from here on.
     GaveUp { equal_to: u64 },
+    /// The secondary's response ended (EOF, failure, detach) with every byte of it equal to the
+    /// primary's, `equal_to` bytes: what the primary sends after that decides only lengths, so
+    /// none of it is kept.
+    Complete { equal_to: u64 },
 }
 
 impl Default for Comparison {
@@ -153,6 +162,20 @@ impl Comparison {
         }
     }
 
+    /// The secondary will send nothing more. Bytes of it still ahead of the primary's keep
+    /// their claim on the primary's next bytes (bounded by the window); with none ahead the
+    /// comparison is complete and keeps nothing.
+    pub(crate) fn secondary_ended(&mut self) {
+        if let Comparison::Equal {
+            offset,
+            ahead_len: 0,
+            ..
+        } = *self
+        {
+            *self = Comparison::Complete { equal_to: offset };
+        }
+    }
+
     /// How far back this comparison still needs the primary's bytes.
     pub(crate) fn needs_from(&self) -> Option<u64> {
         match self {
@@ -172,12 +195,14 @@ impl Comparison {
         match self {
             Comparison::DiffersAt(at) => (false, Some(*at)),
             // Equal as far as the shorter response goes: it differs where that one ends.
-            Comparison::Equal { offset, .. } | Comparison::GaveUp { equal_to: offset }
+            Comparison::Equal { offset, .. }
+            | Comparison::GaveUp { equal_to: offset }
+            | Comparison::Complete { equal_to: offset }
                 if p_len != s_len && *offset == shorter =>
             {
                 (false, Some(shorter))
             }
-            Comparison::Equal { .. } | Comparison::GaveUp { .. } => {
+            Comparison::Equal { .. } | Comparison::GaveUp { .. } | Comparison::Complete { .. } => {
                 (p_len == s_len && p_digest == s_digest, None)
             }
         }

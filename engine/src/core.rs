@@ -406,7 +406,12 @@ impl Core {
             d.update(data);
         }
         if is_primary {
-            if self.legs.iter().any(|l| l.comparison.is_some()) {
+            let compared = |l: &Leg| {
+                l.comparison
+                    .as_ref()
+                    .is_some_and(|c| c.needs_from().is_some())
+            };
+            if self.legs.iter().any(compared) {
                 self.tail.push(data.clone());
                 for leg in &mut self.legs {
                     if let Some(cmp) = &mut leg.comparison {
@@ -450,6 +455,10 @@ impl Core {
         #[cfg(feature = "sim-mutants")]
         if ctx.mutant(crate::mutants::Mutant::DropTailAfterEof) && self.client.fin == Fin::Wanted {
             self.client.close(SockId::client(conn), false, ctx.out);
+        }
+        // A secondary that ended may have released the primary's bytes it was to be compared with.
+        if self.tail.retained() > 0 {
+            self.trim_tail();
         }
         // FINs whose queues have drained (never while an effect is pending: what it writes
         // comes first); legs finished both ways.

@@ -159,6 +159,14 @@ impl<I: Interceptor> Engine<I> {
         self.secondary_held
     }
 
+    /// The primary's response bytes kept for secondaries' comparisons, over every session
+    /// (shared `Bytes`: memory the reads already took, kept alive). At most
+    /// [`Config::compare_window`] per session, and only while a secondary may still send bytes
+    /// to compare with them.
+    pub fn compare_held(&self) -> u64 {
+        self.sessions.values().map(Session::compare_held).sum()
+    }
+
     /// Nothing is held: no session, no timer, no queued command. True at quiescence.
     pub fn is_idle(&self) -> bool {
         self.sessions.is_empty() && self.timers.len() == 0 && self.out.is_empty()

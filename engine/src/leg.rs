@@ -57,6 +57,9 @@ impl Leg {
         ctx: &mut Ctx,
     ) -> Vec<Bytes> {
         self.outcome.get_or_insert(outcome);
+        if let Some(c) = &mut self.comparison {
+            c.secondary_ended();
+        }
         if self.role == Role::Secondary && !self.side.is_closed() {
             ctx.release_secondary(self.side.unflushed);
         }

@@ -319,6 +319,9 @@ impl<S> Session<S> {
                     return;
                 }
                 leg.side.eof = true;
+                if let Some(c) = &mut leg.comparison {
+                    c.secondary_ended();
+                }
                 self.finish(hooks, ctx, b, End::Eof);
             }
         }
@@ -553,6 +556,11 @@ impl<S> Session<S> {
 
     pub(crate) fn unflushed(&self) -> impl Iterator<Item = (SockId, u64)> + '_ {
         self.core.unflushed()
+    }
+
+    /// The primary's response bytes this session keeps for its secondaries' comparisons.
+    pub(crate) fn compare_held(&self) -> u64 {
+        self.core.tail.retained()
     }
 
     /// Unflushed bytes of this session's secondaries.

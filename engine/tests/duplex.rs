@@ -396,3 +396,46 @@ fn idle_drain_and_a_vanished_client_each_have_their_own_outcome() {
     assert_eq!(Outcome::ClientGone.as_str(), "client-gone");
     h.assert_quiescent();
 }
+
+#[test]
+fn a_refused_secondary_keeps_none_of_the_primarys_answer() {
+    let mut h = Harness::new(duplex(1));
+    h.accept(1);
+    h.connected(backend(1, P));
+    h.handle(Event::ConnectFailed {
+        sock: backend(1, S1),
+        reason: Failure::Refused,
+    });
+    h.read(client(1), b"GET / HTTP/1.1\r\n\r\n");
+    h.read(backend(1, P), &[b'x'; 10_000]);
+    assert_eq!(h.engine.compare_held(), 0);
+}
+
+#[test]
+fn a_secondary_that_ended_equal_so_far_releases_the_primarys_bytes_and_is_judged_by_length() {
+    let mut h = Harness::new(duplex(1));
+    h.open(1);
+    h.read(client(1), b"req");
+    h.read(backend(1, P), b"abc");
+    assert_eq!(
+        h.engine.compare_held(),
+        3,
+        "kept until the secondary answers"
+    );
+    h.read(backend(1, S1), b"abc");
+    h.eof(backend(1, S1));
+    h.read(backend(1, P), b"def");
+    assert_eq!(h.engine.compare_held(), 0, "the secondary said all it will");
+    h.eof(client(1));
+    h.flush_all();
+    h.eof(backend(1, P));
+    h.flush_all();
+    let r = h.reports.last().expect("a report");
+    let s = &r.backends[1];
+    assert_eq!(s.matches_primary, Some(false));
+    assert_eq!(
+        s.first_difference,
+        Some(3),
+        "it stopped where the primary went on"
+    );
+}
