@@ -2,7 +2,9 @@
 # Where does a proxy's time go? For each proxy target, under the same wrk load as bench/run.sh:
 #   1. syscalls per request, by syscall (perf's syscall tracepoints; strace -c -f if perf can't),
 #   2. the hottest functions, user and kernel (perf record -e cpu-clock, flat profile),
-#   3. the syscalls of one request on a new connection, in order (strace),
+#   3. a flame graph (perf record --call-graph dwarf, inferno: bench/results/flame-T.svg) and its
+#      hottest whole stacks as text (BENCH_FLAME=0 skips it),
+#   4. the syscalls of one request on a new connection, in order (strace),
 # side by side for fanout and HAProxy. Writes bench/results/profile.md.
 #
 #   bench/profile.sh                      # relay and haproxy
@@ -18,6 +20,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
 TARGETS=${BENCH_TARGETS:-relay,haproxy}
 TOP=${BENCH_TOP:-25}
+FLAME=${BENCH_FLAME:-1}
+FLAME_TOP=${BENCH_FLAME_TOP:-12}
 BENCH_LARGE_MIB=${BENCH_LARGE_MIB:-1}    # the large file is not used here
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -102,6 +106,31 @@ hot_functions() { # hot_functions TARGET: perf's flat profile into res/T.hot
     log "  $t: $(wrk_requests "$WORK/logs/$t-hot.wrk") requests while sampling"
 }
 
+flame_graph() { # flame_graph TARGET: a call-graph profile as bench/results/flame-T.svg, hottest stacks into res/T.flame
+    local t=$1 pid=${PROXY_PID[$1]}
+    if [[ $FLAME != 1 ]] || ! perf_works; then
+        return 0
+    fi
+    if ! command -v inferno-flamegraph >/dev/null || ! command -v inferno-collapse-perf >/dev/null; then
+        echo "(no flame graph: cargo install inferno)" >"$WORK/res/$t.flame"
+        return 0
+    fi
+    # DWARF unwinding: a release build keeps no frame pointers, and the kernel's stacks come whole.
+    observe "$t" "$t-flame" perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$pid" \
+        -o "$WORK/logs/$t.flame.data"
+    perf script -i "$WORK/logs/$t.flame.data" 2>/dev/null | inferno-collapse-perf >"$WORK/logs/$t.folded"
+    inferno-flamegraph --title "$t under wrk -c$CONNECTIONS (bench/profile.sh)" \
+        <"$WORK/logs/$t.folded" >"$RESULTS_DIR/flame-$t.svg"
+    # The hottest whole stacks, leaf last, as text for a note: share of samples, then the stack.
+    sort -t' ' -k2 -n -r "$WORK/logs/$t.folded" | head -n "$FLAME_TOP" | awk -v total="$(
+        awk '{ s += $NF } END { print s }' "$WORK/logs/$t.folded")" '{
+            n = $NF; $NF = ""; k = split($0, f, ";"); s = f[k]
+            for (i = k - 1; i >= 1 && i > k - 8; i--) s = f[i] " > " s
+            if (k > 8) s = "... > " s
+            printf "%5.2f%%  %s\n", 100 * n / total, s }' >"$WORK/res/$t.flame"
+    log "  $t: flame graph in $RESULTS_DIR/flame-$t.svg"
+}
+
 one_request_trace() { # one_request_trace TARGET: the proxy's syscalls for one request on a new connection
     local t=$1 pid=${PROXY_PID[$1]} tool_pid i
     if ! command -v strace >/dev/null; then
@@ -132,6 +161,8 @@ for t in "${TARGET_LIST[@]}"; do
     run_child /dev/null "${PIN_LOAD[@]}" wrk "${WRK_ARGS[@]}" -d 1s "http://${ADDR[$t]}/small" || true
     syscalls_per_request "$t"
     hot_functions "$t"
+    mkdir -p "$RESULTS_DIR"
+    flame_graph "$t"
     one_request_trace "$t"
     PROFILED+=("$t")
 done
@@ -168,6 +199,15 @@ mkdir -p "$RESULTS_DIR"
         echo
         echo '```'
         cat "$WORK/res/$t.hot"
+        echo '```'
+    done
+    for t in "${PROFILED[@]}"; do
+        [[ -s $WORK/res/$t.flame ]] || continue
+        echo
+        echo "## Hottest call stacks: $t (share of samples; the innermost 8 frames, caller > callee; flame graph: results/flame-$t.svg)"
+        echo
+        echo '```'
+        cat "$WORK/res/$t.flame"
         echo '```'
     done
     for t in "${PROFILED[@]}"; do
