@@ -122,7 +122,11 @@ flame_graph() { # flame_graph TARGET: a call-graph profile as bench/results/flam
     inferno-flamegraph --title "$t under wrk -c$CONNECTIONS (bench/profile.sh)" \
         <"$WORK/logs/$t.folded" >"$RESULTS_DIR/flame-$t.svg"
     # The hottest whole stacks, leaf last, as text for a note: share of samples, then the stack.
-    sort -t' ' -k2 -n -r "$WORK/logs/$t.folded" | head -n "$FLAME_TOP" | awk -v total="$(
+    # (sorted into a file first: `sort | head` would end sort with SIGPIPE under pipefail)
+    # By the count, the last field (Rust frames hold spaces: `<T as Trait>::f`).
+    awk '{ print $NF "\t" $0 }' "$WORK/logs/$t.folded" | sort -t$'\t' -k1,1 -n -r | cut -f2- \
+        >"$WORK/logs/$t.folded.sorted"
+    head -n "$FLAME_TOP" "$WORK/logs/$t.folded.sorted" | awk -v total="$(
         awk '{ s += $NF } END { print s }' "$WORK/logs/$t.folded")" '{
             n = $NF; $NF = ""; k = split($0, f, ";"); s = f[k]
             for (i = k - 1; i >= 1 && i > k - 8; i--) s = f[i] " > " s
