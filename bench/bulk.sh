@@ -121,9 +121,7 @@ measure() {      # measure TARGET DIRECTION ROUND
     log "  $t $dir round $round: $(tail -n1 "$WORK/res/$t.gbps_$dir") Gbit/s, $((rx / 1048576)) MiB$others"
 }
 
-if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+begin_run
 log "targets: $TARGETS; iperf3 -t $DURATION ${IPERF_ARGS:+$IPERF_ARGS }($DIRECTIONS); $RUNS round(s); pinning: $PINNING"
 for ((round = 1; round <= RUNS; round++)); do
     log "round $round of $RUNS"
@@ -175,13 +173,4 @@ REPORT="$WORK/bulk.md"
     ratio_table nginx-stream "${specs[@]}"
 } >"$REPORT"
 
-echo
-cat "$REPORT"
-mkdir -p "$RESULTS_DIR"
-cp "$REPORT" "$RESULTS_DIR/bulk.md"
-log "wrote $RESULTS_DIR/bulk.md; iperf3's JSON in $RESULTS_DIR/last-bulk/logs/"
-nfailed=$(failed_count)
-if ((nfailed > 0)); then
-    log "$nfailed target(s) failed: the numbers above are not a valid comparison"
-    exit 1
-fi
+publish_report bulk.md "iperf3's JSON in $RESULTS_DIR/last-bulk/logs/" "the numbers above are not a valid comparison"

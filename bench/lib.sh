@@ -606,6 +606,29 @@ ratio_table() {  # ratio_table REF METRIC:HEADER...: every target's medians over
     done
 }
 
+begin_run() {   # before the first measurement: wait for quiet (BENCH_WAIT_QUIET), note the load and the time
+    if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
+    LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+    if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+        log "note: load average is $LOAD_START before the run: other work on this machine makes the numbers noisy"
+    fi
+}
+
+publish_report() {   # publish_report NAME RAW WHY_FAILED: print $REPORT, keep it as results/NAME, exit 1 if a target failed
+    local name=$1 raw=$2 why=$3 nfailed
+    echo
+    cat "$REPORT"
+    mkdir -p "$RESULTS_DIR"
+    cp "$REPORT" "$RESULTS_DIR/$name"
+    log "wrote $RESULTS_DIR/$name; $raw"
+    nfailed=$(failed_count)
+    if ((nfailed > 0)); then
+        log "$nfailed target(s) failed: $why"
+        exit 1
+    fi
+}
+
 failed_count() {
     local t n=0
     for t in "${TARGET_LIST[@]}"; do if failed "$t"; then n=$((n + 1)); fi; done

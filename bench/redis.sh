@@ -125,9 +125,7 @@ measure() {      # measure TARGET TEST ROUND
     log "  $t $test round $round: $rps req/s, p99 $p99 ms$note"
 }
 
-if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+begin_run
 BENCH_CMD="redis-benchmark -P $PIPELINE -c $CLIENTS -n $REQUESTS -q --csv"
 log "targets: $TARGETS; $BENCH_CMD -t {$TESTS}; $RUNS round(s); pinning: $PINNING"
 for ((round = 1; round <= RUNS; round++)); do
@@ -184,13 +182,4 @@ REPORT="$WORK/redis.md"
     ratio_table nginx-stream "${specs[@]}"
 } >"$REPORT"
 
-echo
-cat "$REPORT"
-mkdir -p "$RESULTS_DIR"
-cp "$REPORT" "$RESULTS_DIR/redis.md"
-log "wrote $RESULTS_DIR/redis.md; redis-benchmark's output in $RESULTS_DIR/last-redis/logs/"
-nfailed=$(failed_count)
-if ((nfailed > 0)); then
-    log "$nfailed target(s) failed: the numbers above are not a valid comparison"
-    exit 1
-fi
+publish_report redis.md "redis-benchmark's output in $RESULTS_DIR/last-redis/logs/" "the numbers above are not a valid comparison"

@@ -139,12 +139,7 @@ measure_mbps() { # measure_mbps TARGET ROUND: LARGE_FETCHES downloads on one con
 }
 
 # ------------------------------------------------------------------------------------------- the run
-if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-    log "note: load average is $LOAD_START before the run: other work on this machine makes the numbers noisy"
-fi
+begin_run
 log "targets: $TARGETS; wrk ${WRK_ARGS[*]} -d $DURATION; $RUNS round(s); pinning: $PINNING"
 
 for t in "${TARGET_LIST[@]}"; do
@@ -211,14 +206,4 @@ REPORT="$WORK/report.md"
     verdict
 } >"$REPORT"
 
-echo
-cat "$REPORT"
-mkdir -p "$RESULTS_DIR"
-cp "$REPORT" "$RESULTS_DIR/latest.md"
-log "wrote $RESULTS_DIR/latest.md; raw wrk/curl output in $RESULTS_DIR/last-run/"
-
-nfailed=$(failed_count)
-if ((nfailed > 0)); then
-    log "$nfailed target(s) failed: the numbers above are not a valid comparison"
-    exit 1
-fi
+publish_report latest.md "raw wrk/curl output in $RESULTS_DIR/last-run/" "the numbers above are not a valid comparison"

@@ -392,12 +392,7 @@ measure() {      # measure TARGET ROUND: one wrk run; records rps, p50, p99, CPU
 }
 
 # ------------------------------------------------------------------------------------------- the run
-if ((WAIT_QUIET > 0)); then wait_quiet "$WAIT_QUIET"; fi
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-    log "note: load average is $LOAD_START before the run: other work on this machine makes the numbers noisy"
-fi
+begin_run
 log "targets: $TARGETS; wrk ${WRK_ARGS[*]} -d $DURATION; $RUNS round(s); pinning: $PINNING"
 
 for t in "${TARGET_LIST[@]}"; do
@@ -527,14 +522,4 @@ REPORT="$WORK/report.md"
     done
 } >"$REPORT"
 
-echo
-cat "$REPORT"
-mkdir -p "$RESULTS_DIR"
-cp "$REPORT" "$RESULTS_DIR/secondary_faults.md"
-log "wrote $RESULTS_DIR/secondary_faults.md; raw output in $RESULTS_DIR/last-secondary-faults/"
-
-nfailed=$(failed_count)
-if ((nfailed > 0)); then
-    log "$nfailed target(s) failed: the secondary's faults reached the client, or a target did not run"
-    exit 1
-fi
+publish_report secondary_faults.md "raw output in $RESULTS_DIR/last-secondary-faults/" "the secondary's faults reached the client, or a target did not run"

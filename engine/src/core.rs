@@ -418,13 +418,12 @@ impl Core {
                         cmp.advance(&self.tail, cfg.compare_window);
                     }
                 }
-                self.trim_tail();
             }
         } else if let Some(cmp) = &mut self.legs[usize::from(b.0)].comparison {
             cmp.push(data.clone());
             cmp.advance(&self.tail, cfg.compare_window);
-            self.trim_tail();
         }
+        // What no comparison needs any more is dropped by `settle`, which follows every event.
     }
 
     fn trim_tail(&mut self) {
@@ -456,7 +455,7 @@ impl Core {
         if ctx.mutant(crate::mutants::Mutant::DropTailAfterEof) && self.client.fin == Fin::Wanted {
             self.client.close(SockId::client(conn), false, ctx.out);
         }
-        // A secondary that ended may have released the primary's bytes it was to be compared with.
+        // The primary's bytes no comparison needs any more: compared, or their secondary ended.
         if self.tail.retained() > 0 {
             self.trim_tail();
         }

@@ -611,13 +611,8 @@ impl<I: Interceptor> Driver<I> {
         let Some(s) = self.socks.get_mut(token) else {
             return;
         };
-        if s.shut_pending && s.queue.is_empty() {
-            s.shut_pending = false;
-            if let Err(e) = s.stream.shutdown_write() {
-                tracing::debug!("{}: shutdown: {e}", s.id);
-            }
-        }
         if s.write_blocked || s.queue.is_empty() {
+            s.shut_if_asked();
             return;
         }
         let (written, stop) = s.queue.write_to(&mut s.stream);
@@ -630,7 +625,7 @@ impl<I: Interceptor> Driver<I> {
             });
         }
         match stop {
-            Stop::Empty => {}
+            Stop::Empty => s.shut_if_asked(),
             Stop::Blocked => s.write_blocked = true,
             Stop::Failed(e) => {
                 tracing::debug!("{sock}: write failed: {e}");
@@ -739,17 +734,17 @@ impl<I: Interceptor> Driver<I> {
             return false;
         }
         let (to, dest_id) = (d.stream.tcp_fd(), d.id);
-        let Some(s) = self.socks.get_mut(source) else {
+        let pipe = match self.socks.get_mut(source) {
+            Some(s) => s.pipe.as_mut().map(|p| (s.id, p)),
+            None => None,
+        };
+        let (Some(to), Some((sock, pipe))) = (to, pipe) else {
             // The source is gone and its pipe with it.
             if let Some(d) = self.socks.get_mut(dest) {
                 d.fed_by = None;
             }
             return true;
         };
-        let (Some(to), Some(pipe)) = (to, s.pipe.as_mut()) else {
-            return true;
-        };
-        let sock = s.id;
         let moved = match pipe.drain(to) {
             Ok(n) => n,
             Err(e) => {
@@ -769,9 +764,11 @@ impl<I: Interceptor> Driver<I> {
                 bytes: moved as u64,
             });
         }
-        if emptied && s.wants_read() && !s.queued {
-            s.queued = true;
-            self.ready.push_back(source);
+        if let Some(s) = self.socks.get_mut(source) {
+            if emptied && s.wants_read() && !s.queued {
+                s.queued = true;
+                self.ready.push_back(source);
+            }
         }
         if let Some(d) = self.socks.get_mut(dest) {
             if emptied {

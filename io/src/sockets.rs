@@ -68,6 +68,17 @@ impl Sock {
         }
     }
 
+    /// Carries out a `Shutdown` the engine asked for, once nothing written is left queued
+    /// before it.
+    pub(crate) fn shut_if_asked(&mut self) {
+        if self.shut_pending && self.queue.is_empty() {
+            self.shut_pending = false;
+            if let Err(e) = self.stream.shutdown_write() {
+                tracing::debug!("{}: shutdown: {e}", self.id);
+            }
+        }
+    }
+
     /// Whether a read now could make progress.
     pub(crate) fn wants_read(&self) -> bool {
         self.readable && !self.read_paused && !self.read_closed && !self.connecting

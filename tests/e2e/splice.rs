@@ -96,17 +96,21 @@ fn never_reads_every_byte_into_memory() {
 }
 
 #[test]
-fn a_client_that_stops_reading_holds_a_spliced_transfer_at_the_pipe_not_in_memory() {
-    let b = Backend::spawn(backend::stream(1024 * MIB));
+fn a_client_that_pauses_holds_the_transfer_at_the_pipe_and_then_gets_all_of_it() {
+    let len = 256 * MIB;
+    let b = Backend::spawn(backend::stream(len));
     let proxy = relay(b.addr(), "always");
     let mut c = proxy.connect();
     let mut v = Verifier::new();
     v.read_exactly(&mut c, MIB);
+    // The client's buffers and the pipe fill; the backend is no longer read.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let rss = proxy.rss_kib();
     assert!(
         rss < 32 * 1024,
         "the proxy grew to {rss} KiB while its client read nothing"
     );
-    drop(c);
+    // Reading again drains the pipe, which must put the backend back to be read.
+    assert_eq!(v.read_to_eof(&mut c), len);
+    assert!(spliced(&proxy), "{}", proxy.stderr());
 }
