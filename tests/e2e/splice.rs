@@ -1,8 +1,9 @@
 //! `--splice`: a relay's bytes moved kernel-side arrive whole, in order and cut-through, with
 //! half-closes passed on; `auto` splices bulk transfers only, `never` never.
 
+use crate::streaming::upload_comes_back_intact;
 use crate::support::backend::{self, Backend, Gate};
-use crate::support::pattern::{self, Verifier, MIB};
+use crate::support::pattern::{Verifier, MIB};
 use crate::support::proxy::{args, command, Fanout};
 use std::io::Write;
 use std::net::Shutdown;
@@ -43,15 +44,8 @@ fn a_spliced_upload_and_its_echo_arrive_whole_and_the_half_close_is_passed_on() 
     let len = 100 * MIB;
     let b = Backend::spawn(backend::echo);
     let proxy = relay(b.addr(), "always");
-    let mut c = proxy.connect();
-    let mut up = c.try_clone().unwrap();
-    let writer = std::thread::spawn(move || {
-        pattern::write(&mut up, len, |_| {}).expect("upload through the proxy");
-        up.shutdown(Shutdown::Write).unwrap();
-    });
     // The echo ends only once the backend saw the client's FIN through the proxy.
-    assert_eq!(Verifier::new().read_to_eof(&mut c), len);
-    writer.join().unwrap();
+    upload_comes_back_intact(&proxy, len);
     assert!(spliced(&proxy), "{}", proxy.stderr());
 }
 

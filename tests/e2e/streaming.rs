@@ -195,7 +195,7 @@ fn burst_of_100_clients_are_all_served() {
 
 /// Uploads `len` pattern bytes through `proxy` to an echoing primary, half-closes, and checks the
 /// echo arrives whole and in order while the upload is still going.
-fn upload_comes_back_intact(proxy: &Fanout, len: u64) {
+pub(crate) fn upload_comes_back_intact(proxy: &Fanout, len: u64) {
     let mut c = proxy.connect();
     let mut up = c.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
